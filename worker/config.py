@@ -1,0 +1,195 @@
+"""Configuration: frozen dataclasses, loaded once from YAML plus ``--set key=value`` overrides.
+
+Every option has a default that works offline on a CPU-only machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be applied; the message names the key."""
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    backend: str = "dlib"  # "dlib" (offline default) | "insightface"
+    dlib_detector: str = "hog"  # "hog" (fast, CPU) | "cnn" (MMOD; needs a GPU to be practical)
+    upsample: int = 1  # dlib: upsample the detection image this many times (finds small faces)
+    max_side: int = 1280  # detect on a copy downscaled so its longer side is at most this, px
+    stride: int = 1  # videos: run the detector every N frames, track in between
+    min_score: float = 0.0  # drop detections below this score (0..1)
+    insightface_root: str = "~/.insightface"  # folder holding models/<pack>/
+    insightface_pack: str = "buffalo_l"
+    insightface_ctx: int = -1  # -1 CPU, >=0 GPU index
+
+
+@dataclass(frozen=True)
+class TrackConfig:
+    iou_min: float = 0.3  # minimum box IoU to continue a track
+    max_embed_dist: float = 0.6  # maximum cosine distance to continue a track (detected faces)
+    max_gap: int = 8  # frames a track may go unseen before it ends
+    cut_threshold: float = 0.5  # colour-histogram distance (0..1) that marks a shot cut
+    smooth_window: int = 5  # frames in the centred landmark smoothing window (odd; 1 = off)
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    # cosine distance under which two faces/tracks may be one person; tuned for dlib's 128-d
+    # ResNet on ../shared/data (see tests/test_identity_realdata.py); ~0.5 for ArcFace
+    max_dist: float = 0.4
+    min_faces: int = 1  # density rule: faces (album) or tracks (video) needed to start a person
+    min_track_frames: int = 3  # video: tracks shorter than this are not clustered alone
+
+
+@dataclass(frozen=True)
+class ReferenceConfig:
+    top_k: int = 3  # references kept per identity
+    candidates_per_track: int = 4  # best aligned crops kept per track during analysis
+    min_face_px: int = 64  # faces smaller than this never become references
+    min_quality: float = 0.2  # gate on overall quality, 0..1
+    min_pose_gap: float = 8.0  # degrees of yaw/pitch between two references of one person
+    min_crop_dist: float = 0.04  # mean abs difference (0..1) below which crops are duplicates
+
+
+@dataclass(frozen=True)
+class RestoreConfig:
+    restorer: str = "guided"  # "guided" | "none" | "refstar" (the learned network)
+    crop_size: int = 512  # aligned crop side, px
+    batch_size: int = 8  # faces per restorer call
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
+    min_face_px: int = 24  # faces smaller than this are left untouched and counted
+    checkpoint: str = ""  # refstar: checkpoint path or URI
+    strength: float = 1.0  # guided: how much reference detail is transferred, 0..1
+
+
+@dataclass(frozen=True)
+class PasteConfig:
+    feather: float = 0.08  # feather width as a fraction of the crop side
+    color_match: bool = True  # match the restored face's colour statistics to the input's
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    video_codec: str = "auto"  # "auto" = same family as the source, else h264
+    crf: int = 18  # x264/x265 quality (lower = better)
+    jpeg_quality: int = 95
+    write_report: bool = True
+    report_faces: int = 6  # before/after crops per identity in report.html
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    max_image_pixels: int = 100_000_000  # refuse larger images (decompression bombs)
+    max_video_pixels: int = 8192 * 4320  # refuse larger frames
+    max_video_bytes: int = 64 * 1024**3
+    max_video_frames: int = 2_000_000
+    max_faces_per_frame: int = 64
+
+
+@dataclass(frozen=True)
+class Config:
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    references: ReferenceConfig = field(default_factory=ReferenceConfig)
+    restore: RestoreConfig = field(default_factory=RestoreConfig)
+    paste: PasteConfig = field(default_factory=PasteConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    progress: bool = True  # progress lines on stderr
+
+
+# Short aliases used in docs and issues (e.g. ``--set restorer=none``).
+ALIASES = {"restorer": "restore.restorer", "backend": "detect.backend"}
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    if isinstance(typ, str):
+        typ = eval(typ, {"__builtins__": {}}, {"int": int, "float": float, "str": str, "bool": bool})
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if typ in (int, float, str) and not isinstance(value, typ) or isinstance(value, bool) and typ is not bool:
+        raise ConfigError(f"{key}: expected {typ.__name__}, got {value!r}")
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if key not in fields:
+            raise ConfigError(f"unknown config key {name!r}; known: {', '.join(sorted(fields))}")
+        typ = hints[key]
+        if dataclasses.is_dataclass(typ):
+            kwargs[key] = _build(typ, value, name + ".")
+        else:
+            if isinstance(typ, types.UnionType):
+                typ = next(t for t in typing.get_args(typ) if t is not type(None))
+            kwargs[key] = _coerce(value, typ, name)
+    return cls(**kwargs)
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = ALIASES.get(dotted, dotted).split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: {part} is not a section")
+    node[parts[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read ``path`` (YAML, optional) and apply ``key=value`` overrides (values parsed as YAML)."""
+    tree: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {p}: {e.strerror}") from e
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from e
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p}: top level must be a mapping")
+        tree = loaded
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        _set_path(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
+    return _build(Config, tree, "")
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def digest(cfg: Config) -> str:
+    """Short stable hash of the effective config (part of deterministic item ids)."""
+    import hashlib
+    import json
+
+    blob = json.dumps(to_dict(cfg), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]

@@ -1,0 +1,20 @@
+"""Errors that name the offending file and the reason, so batch reports stay readable."""
+
+from __future__ import annotations
+
+
+class WorkerError(Exception):
+    """Base of the worker's expected failures (bad input, missing model, bad config)."""
+
+
+class MediaError(WorkerError):
+    """An input file that cannot be read or written: ``file`` and ``reason`` are shown to users."""
+
+    def __init__(self, file: str, reason: str):
+        super().__init__(f"{file}: {reason}")
+        self.file = str(file)
+        self.reason = reason
+
+
+class ModelError(WorkerError):
+    """A model (face backend, restorer checkpoint) that is missing or unusable."""
