@@ -1,0 +1,96 @@
+"""Inference API shared by every restorer: aligned crops in, restored crops and a mask out.
+
+Tensors are float32 RGB in 0..1, shaped [B, 3, S, S]; the worker's crops are BGR uint8, so
+``bgr_to_tensor`` / ``tensor_to_bgr`` convert at the boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from worker.errors import ModelError
+
+CHOICES = ("guided", "none", "refstar")
+
+
+@dataclass
+class Restored:
+    """What a restorer returns."""
+
+    image: torch.Tensor  # [B, 3, S, S] float32 RGB 0..1, restored crops
+    mask: torch.Tensor  # [B, 1, S, S] float32 0..1, where the reference was used (RefSel mask)
+
+
+@runtime_checkable
+class Restorer(Protocol):
+    """A face restorer. ``lq``: [B, 3, S, S] float32 RGB 0..1 aligned input crops. ``ref``: None
+    (no references), or [B, 3, S, S] aligned references, one per sample; a sample whose reference
+    is all zeros, or a zero-sized ``ref`` tensor, means "no reference" for that sample."""
+
+    name: str
+
+    def restore(self, lq: torch.Tensor, ref: torch.Tensor | None) -> Restored: ...
+
+
+def has_reference(ref: torch.Tensor | None, batch: int) -> list[bool]:
+    """Per sample: whether a usable reference was given (see ``Restorer``)."""
+    if ref is None or ref.numel() == 0:
+        return [False] * batch
+    if ref.shape[0] != batch:
+        raise ValueError(f"ref batch {ref.shape[0]} != lq batch {batch}")
+    return [bool(v) for v in (ref.flatten(1).abs().amax(1) > 0).tolist()]
+
+
+class PassThrough:
+    """``restorer=none``: returns the input unchanged and an empty mask (pipeline tests, A/B)."""
+
+    name = "none"
+
+    def restore(self, lq: torch.Tensor, ref: torch.Tensor | None) -> Restored:
+        b, _, h, w = lq.shape
+        return Restored(image=lq.clone(), mask=torch.zeros(b, 1, h, w, dtype=lq.dtype))
+
+
+def resolve_device(device: str) -> torch.device:
+    """Resolve "auto" to cuda when available, else cpu."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def make_restorer(
+    name: str, *, device: str = "auto", checkpoint: str = "", strength: float = 1.0
+) -> Restorer:
+    """Build the restorer named in ``RestoreConfig.restorer``.
+
+    Raises ValueError for an unknown name and ModelError when a model cannot be used.
+    """
+    if name == "none":
+        return PassThrough()
+    if name == "guided":
+        from refstar.guided import GuidedRestorer
+
+        return GuidedRestorer(strength=strength)
+    if name == "refstar":
+        raise ModelError(
+            "the learned RefSTAR restorer needs a checkpoint (issue #3); use restorer=guided"
+        )
+    raise ValueError(f"unknown restorer {name!r}; choose one of: {', '.join(CHOICES)}")
+
+
+def bgr_to_tensor(images: list[np.ndarray]) -> torch.Tensor:
+    """List of (S, S, 3) BGR uint8 -> [B, 3, S, S] float32 RGB 0..1."""
+    if not images:
+        return torch.zeros(0, 3, 0, 0)
+    arr = np.stack([im[..., ::-1] for im in images]).astype(np.float32) / 255.0
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+
+
+def tensor_to_bgr(t: torch.Tensor) -> list[np.ndarray]:
+    """[B, 3, S, S] float RGB 0..1 -> list of (S, S, 3) BGR uint8 (rounded, clipped)."""
+    arr = t.detach().float().clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    return [np.ascontiguousarray(a[..., ::-1]) for a in arr]

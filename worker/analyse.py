@@ -1,0 +1,93 @@
+"""Pass 1: find, embed, track and score every face; keep reference candidates.
+
+Videos stream frame by frame: per frame we keep only small face records (boxes, landmarks,
+scores) and per track the few best aligned crops, never the frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from worker.config import Config
+from worker.faces.align import estimate_affine, warp_face
+from worker.faces.base import FaceAnalyzer
+from worker.media.video import VideoInfo, iter_frames
+from worker.progress import Progress
+from worker.quality import face_quality, head_pose
+from worker.records import Face, Frame, ItemError
+from worker.references import Candidate, CandidatePool
+from worker.track import ShotCutDetector, Tracker, TrackSummary, iou
+
+
+@dataclass
+class Analysis:
+    """Everything pass 1 learned about one item."""
+
+    faces: list[Face] = field(default_factory=list)  # in frame (or file) order
+    tracks: dict[int, TrackSummary] = field(default_factory=dict)  # videos only
+    pool: CandidatePool | None = None  # videos: best crops per track
+    n_frames: int = 0  # frames decoded (videos) or images read (albums)
+    cuts: list[int] = field(default_factory=list)  # frame indices that start a new shot
+    errors: list[ItemError] = field(default_factory=list)
+    detector_frames: int = 0  # frames on which the detector ran
+
+
+def measure(image: np.ndarray, face: Face, cfg: Config) -> np.ndarray:
+    """Pose and quality of ``face`` (set in place); returns its aligned crop (S,S,3 BGR)."""
+    size = cfg.restore.crop_size
+    crop = warp_face(image, estimate_affine(face.kps, size), size)
+    face.yaw, face.pitch = head_pose(face.kps)
+    face.quality, face.quality_parts = face_quality(face, crop, cfg.references)
+    return crop
+
+
+def analyse_video(path: str, info: VideoInfo, analyzer: FaceAnalyzer, cfg: Config,
+                  frames: Iterable[Frame] | None = None) -> Analysis:
+    """Detect (every ``detect.stride`` frames, and at every cut), refine tracked boxes in between,
+    link tracks, score quality, keep the best crops per track.
+
+    ``frames`` defaults to decoding ``path``; a caller may pass a segment of it instead."""
+    out = Analysis(pool=CandidatePool(cfg.references.candidates_per_track))
+    tracker = Tracker(cfg.track)
+    is_cut = ShotCutDetector(cfg.track.cut_threshold)
+    stride = max(1, cfg.detect.stride)
+    progress = Progress(f"analyse {info.path}", info.frames, enabled=cfg.progress)
+    last_detect = -stride
+    for frame in frames if frames is not None else iter_frames(path, info):
+        cut = is_cut(frame.image)
+        if cut:
+            tracker.cut()
+            out.cuts.append(frame.index)
+        if cut or frame.index - last_detect >= stride:
+            faces = analyzer.analyze(frame.image)[: cfg.limits.max_faces_per_frame]
+            last_detect = frame.index
+            out.detector_frames += 1
+            tracker.update(frame.index, faces)
+        else:
+            faces = []
+        # between detections, and where the detector missed a face it saw just before (blurred
+        # or degraded frames: exactly the faces that need restoring), follow tracks by landmarks
+        ids, boxes, scores = tracker.missing(frame.index)
+        if ids:
+            taken = np.stack([f.bbox for f in faces]) if faces else np.zeros((0, 4), np.float32)
+            found = []
+            for tid, face in zip(ids, analyzer.refine(frame.image, boxes, scores), strict=True):
+                if tracker.follow(tid, face) and not (iou(face.bbox[None], taken) > 0.3).any():
+                    found.append((tid, face))
+            tracker.update(frame.index, [f for _, f in found], [t for t, _ in found])
+            faces = faces + [f for _, f in found]
+        for face in faces:
+            face.frame, face.pts = frame.index, frame.pts
+            crop = measure(frame.image, face, cfg)
+            if out.pool.would_keep(face.track, face.quality):
+                out.pool.offer(face.track, Candidate(face, crop))
+            face.embedding = None  # the track keeps the running sum; a film's faces add up
+        out.faces.extend(faces)
+        out.n_frames += 1
+        progress.update(1, f"{len(out.faces)} faces")
+    progress.done(f"{len(out.faces)} faces, {len(out.cuts)} cuts")
+    out.tracks = tracker.summaries(out.faces)
+    return out

@@ -1,0 +1,173 @@
+"""insightface backend: SCRFD detector with 5 landmarks and an ArcFace embedding (512-d for
+buffalo_l), through ``insightface.app.FaceAnalysis`` on onnxruntime (CUDA when available and
+``cfg.insightface_ctx >= 0``).
+
+Model packs are never downloaded at run time: ``FaceAnalysis`` would fetch a missing pack from
+GitHub, so the pack folder is checked first and a missing one is a ModelError naming where to
+put it.
+
+``refine`` choice: detection on a crop around each given box (the box grown by 50 % each side,
+upscaled to at least 160 px). SCRFD is cheap on a small crop and gives landmarks consistent with
+full-frame detections, whereas the recognition model alone needs landmarks it cannot produce.
+When the crop yields no face, the landmarks are placed from the ArcFace template fitted to the
+box, so the tracker still gets one Face per box (its embedding is then approximate).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from worker.config import DetectConfig
+from worker.errors import ModelError
+from worker.faces.base import sort_by_x, unit
+from worker.records import Face
+
+# ArcFace 112x112 template (insightface ``face_align.arcface_dst``), as fractions of the side.
+_TEMPLATE = (
+    np.array(
+        [
+            [38.2946, 51.6963],
+            [73.5318, 51.5014],
+            [56.0252, 71.7366],
+            [41.5493, 92.3655],
+            [70.7299, 92.2041],
+        ],
+        dtype=np.float32,
+    )
+    / 112.0
+)
+
+_REFINE_GROW = 0.5  # grow each refine box by this fraction of its side on every side
+_REFINE_MIN_SIDE = 160  # px: small crops are upscaled so SCRFD's smallest anchors still fit
+
+
+def pack_dir(cfg: DetectConfig) -> Path:
+    """Where the configured model pack must be: ``<insightface_root>/models/<insightface_pack>``."""
+    return Path(cfg.insightface_root).expanduser() / "models" / cfg.insightface_pack
+
+
+def check_pack(cfg: DetectConfig) -> Path:
+    """The pack folder, or ModelError saying where to put the pack when it has no .onnx file."""
+    path = pack_dir(cfg)
+    if not path.is_dir() or not any(path.glob("*.onnx")):
+        raise ModelError(
+            f"insightface model pack {cfg.insightface_pack!r} not found: put its .onnx files in "
+            f"{path}/ (unzip {cfg.insightface_pack}.zip there, or set detect.insightface_root). "
+            "Nothing is downloaded at run time."
+        )
+    return path
+
+
+@lru_cache(maxsize=4)
+def _face_analysis(root: str, pack: str, ctx: int):
+    # Cached per process: building the onnxruntime sessions takes seconds.
+    from insightface.app import FaceAnalysis
+
+    providers = ["CPUExecutionProvider"]
+    if ctx >= 0:
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    app = FaceAnalysis(
+        name=pack, root=root, allowed_modules=["detection", "recognition"], providers=providers
+    )
+    app.prepare(ctx_id=ctx, det_thresh=0.5, det_size=(640, 640))
+    return app
+
+
+def _to_face(f, offset: np.ndarray, scale: float, detected: bool, score: float | None) -> Face:
+    emb = getattr(f, "normed_embedding", None)
+    return Face(
+        bbox=(np.asarray(f.bbox, np.float32) / scale + np.tile(offset, 2)).astype(np.float32),
+        kps=(np.asarray(f.kps, np.float32) / scale + offset).astype(np.float32),
+        det_score=float(f.det_score) if score is None else float(score),
+        embedding=None if emb is None else unit(emb),
+        detected=detected,
+    )
+
+
+class InsightFaceAnalyzer:
+    """:class:`~worker.faces.base.FaceAnalyzer` backed by an insightface model pack."""
+
+    # ArcFace cosine distances: Immich's default for starting a person is 0.5
+    identity_max_dist = 0.5
+    track_max_embed_dist = 0.6
+
+    def __init__(self, cfg: DetectConfig):
+        check_pack(cfg)
+        self.cfg = cfg
+        self.name = f"insightface-{cfg.insightface_pack}"
+        root = str(Path(cfg.insightface_root).expanduser())
+        self.app = _face_analysis(root, cfg.insightface_pack, cfg.insightface_ctx)
+        if "recognition" not in self.app.models:
+            raise ModelError(f"insightface pack in {pack_dir(cfg)} has no recognition model")
+        self.embed_dim = int(self.app.models["recognition"].output_shape[-1])
+
+    def _run(self, image: np.ndarray) -> tuple[list, float]:
+        """Faces found by the pack on ``image``, detected on a copy whose longer side is at most
+        cfg.max_side; returns them with the scale used (coordinates still in the copy)."""
+        h, w = image.shape[:2]
+        scale = min(1.0, self.cfg.max_side / max(h, w))
+        if scale < 1.0:
+            image = cv2.resize(
+                image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA
+            )
+        return self.app.get(np.ascontiguousarray(image)), scale
+
+    def analyze(self, image: np.ndarray) -> list[Face]:
+        found, scale = self._run(image)
+        zero = np.zeros(2, np.float32)
+        faces = [_to_face(f, zero, scale, True, None) for f in found]
+        # Embeddings from a downscaled copy lose detail; redo recognition at full resolution.
+        if scale < 1.0:
+            self._embed_full_res(image, faces)
+        return sort_by_x([f for f in faces if f.det_score >= self.cfg.min_score])
+
+    def _embed_full_res(self, image: np.ndarray, faces: list[Face]) -> None:
+        from insightface.utils import face_align
+
+        rec = self.app.models["recognition"]
+        for face in faces:
+            chip = face_align.norm_crop(image, landmark=face.kps, image_size=rec.input_size[0])
+            face.embedding = unit(rec.get_feat(chip))
+
+    def refine(
+        self, image: np.ndarray, boxes: np.ndarray, scores: np.ndarray | None = None
+    ) -> list[Face]:
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        h, w = image.shape[:2]
+        out = []
+        for i, box in enumerate(boxes):
+            score = 0.0 if scores is None else float(scores[i])
+            side = max(box[2] - box[0], box[3] - box[1], 1.0)
+            x1, y1 = (int(max(0, v - _REFINE_GROW * side)) for v in box[:2])
+            x2 = int(min(w, box[2] + _REFINE_GROW * side))
+            y2 = int(min(h, box[3] + _REFINE_GROW * side))
+            crop = image[y1:y2, x1:x2]
+            up = max(1.0, _REFINE_MIN_SIDE / max(1, min(crop.shape[:2])))
+            if up > 1.0:
+                crop = cv2.resize(crop, None, fx=up, fy=up, interpolation=cv2.INTER_CUBIC)
+            found = self.app.get(np.ascontiguousarray(crop)) if crop.size else []
+            offset = np.array([x1, y1], np.float32)
+            centre = (box[:2] + box[2:]) / 2
+            best = min(
+                found,
+                key=lambda f: np.linalg.norm((f.bbox[:2] + f.bbox[2:]) / 2 / up + offset - centre),
+                default=None,
+            )
+            if best is not None:
+                face = _to_face(best, offset, up, False, score)
+                face.bbox = box.copy()  # the tracker owns the box; only landmarks are refined
+            else:
+                face = Face(bbox=box.copy(), kps=template_kps(box), det_score=score, detected=False)
+                self._embed_full_res(image, [face])
+            out.append(face)
+        return out
+
+
+def template_kps(box: np.ndarray) -> np.ndarray:
+    """(5, 2) float32 landmarks of a frontal face filling ``box`` (x1, y1, x2, y2 px)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return (_TEMPLATE * [x2 - x1, y2 - y1] + [x1, y1]).astype(np.float32)

@@ -1,0 +1,100 @@
+"""Pass 2 (no pixels decoded): who is who, which faces become references, which reference each
+face is restored with."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+
+import numpy as np
+
+from worker.analyse import Analysis
+from worker.config import Config
+from worker.identity import assign, centroids, cluster
+from worker.records import Face, Identity, Reference
+from worker.references import Candidate, choose_reference, select_references
+from worker.track import cannot_link_tracks, smooth_landmarks
+
+
+def plan_video(analysis: Analysis, cfg: Config) -> list[Identity]:
+    """Cluster track-mean embeddings into identities, then choose references from the crops the
+    analysis kept. Sets ``face.identity`` on every face."""
+    faces, tracks = analysis.faces, analysis.tracks
+    for tr in tracks.values():
+        smooth_landmarks(faces, tr.faces, cfg.track.smooth_window)
+    tids = [t for t in sorted(tracks) if tracks[t].embedding is not None]
+    if not tids:
+        return []
+    emb = np.stack([tracks[t].embedding for t in tids]).astype(np.float32)
+    weights = np.array([tracks[t].n_faces for t in tids], np.float32)
+    # short tracks (a face glimpsed for two frames) are too noisy to found a person; they may
+    # still join one afterwards
+    long_ = np.array([tracks[t].n_faces >= cfg.identity.min_track_frames for t in tids])
+    sub = {t: tracks[t] for t, keep in zip(tids, long_, strict=True) if keep}
+    labels = np.full(len(tids), -1)
+    if long_.any():
+        labels[long_] = cluster(emb[long_], max_dist=cfg.identity.max_dist,
+                                min_size=cfg.identity.min_faces,
+                                cannot_link=cannot_link_tracks(sub, faces), weights=weights[long_])
+    if (labels >= 0).any() and (~long_).any():
+        cents = centroids(emb[labels >= 0], labels[labels >= 0])
+        labels[~long_] = assign(emb[~long_], cents, cfg.identity.max_dist)
+    track_label = dict(zip(tids, labels.tolist(), strict=True))
+    for face in faces:
+        face.identity = track_label.get(face.track, -1)
+    identities = []
+    for ident in sorted(set(labels.tolist()) - {-1}):
+        members = [t for t in tids if track_label[t] == ident]
+        cands = analysis.pool.candidates(members) if analysis.pool else []
+        identities.append(Identity(
+            id=ident, n_faces=int(sum(tracks[t].n_faces for t in members)), n_tracks=len(members),
+            centroid=_unit(emb[[tids.index(t) for t in members]].mean(0)),
+            references=select_references(ident, cands, cfg.references)))
+    return identities
+
+
+def plan_album(faces: list[Face], embeddings: np.ndarray, cfg: Config,
+               cut_crops: Callable[[list[Face]], list[np.ndarray]]) -> list[Identity]:
+    """Cluster album faces (two faces of one photo are two people), then choose references among
+    each person's best faces; ``cut_crops`` re-reads their files to cut the aligned crops, so the
+    analysis never holds crops of a whole album."""
+    if not faces:
+        return []
+    by_file: dict[str, set[int]] = defaultdict(set)
+    for i, face in enumerate(faces):
+        by_file[face.source].add(i)
+    labels = cluster(embeddings.astype(np.float32), max_dist=cfg.identity.max_dist,
+                     min_size=cfg.identity.min_faces,
+                     cannot_link=[g for g in by_file.values() if len(g) > 1])
+    identities = []
+    for ident in sorted(set(labels.tolist()) - {-1}):
+        idx = np.nonzero(labels == ident)[0]
+        members = [faces[i] for i in idx]
+        for face in members:
+            face.identity = ident
+        # more candidates than slots: some will fail the duplicate/pose rules
+        best = sorted(members, key=lambda f: -f.quality)[: 4 * cfg.references.top_k]
+        cands = [Candidate(f, c) for f, c in zip(best, cut_crops(best), strict=True)]
+        identities.append(Identity(
+            id=ident, n_faces=len(members), n_tracks=0, centroid=_unit(embeddings[idx].mean(0)),
+            references=select_references(ident, cands, cfg.references)))
+    return identities
+
+
+def assign_references(faces: list[Face], identities: list[Identity], cfg: Config) -> dict[str, Reference]:
+    """Pick the reference of every face (nearest in pose) and mark faces left untouched.
+
+    Faces without an identity or without references are still restored, blind. Returns the
+    references by id."""
+    refs_of = {ident.id: ident.references for ident in identities}
+    for face in faces:
+        if face.size < cfg.restore.min_face_px:
+            face.skipped = "too_small"
+            continue
+        ref = choose_reference(face, refs_of.get(face.identity, []))
+        face.reference = ref.ref_id if ref else None
+    return {r.ref_id: r for ident in identities for r in ident.references}
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)

@@ -1,0 +1,138 @@
+"""Face quality scores for choosing references: pure functions of landmarks and aligned crops.
+
+Every component is in 0..1 (1 = best). The overall score is a weighted product
+``prod(c_i ** w_i)`` rather than a mean, so a single very bad component (a tiny, blurred or
+profile face) drags the whole score down instead of being averaged away.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from worker.config import ReferenceConfig
+from worker.records import Face
+
+# Exponents of the overall product. Sharpness and size decide whether a reference can carry
+# detail at all, pose decides whether its texture lines up with frontal targets; exposure and the
+# detector score are weaker cues.
+WEIGHTS: dict[str, float] = {
+    "sharpness": 1.0,
+    "size": 1.0,
+    "frontal": 0.7,
+    "exposure": 0.5,
+    "det": 0.5,
+}
+
+# Head model for pose from 2-D landmarks, in units of half the eye distance (~32 mm): the nose
+# tip sits ~1.0 in front of the eye/mouth plane. Pitch uses an empirical gain on the nose's
+# position between eye line and mouth line (anatomy says ~2.5, but smiles and open mouths move
+# the mouth corners; 1.5 keeps the smiling-but-level faces of insightface's t1.jpg under ~25 deg).
+_NOSE_DEPTH = 1.0
+_PITCH_GAIN = 1.5
+# Fraction of the eye-line -> mouth-line distance where a frontal nose tip sits: 0.50 in the
+# insightface/ArcFace template, median 0.56 for dlib's points on 40 face-api.js crops.
+_NOSE_T0 = 0.53
+
+SHARP_SIDE = 256  # px: crops are resampled to this side before measuring sharpness
+SHARP_REF = 100.0  # Laplacian variance at which sharpness reaches 0.5
+SIZE_REF = 256.0  # px of Face.size at which the size component saturates
+
+
+def head_pose(kps: np.ndarray) -> tuple[float, float]:
+    """Approximate (yaw, pitch) in degrees from five insightface-order landmarks ((5, 2) px).
+
+    Yaw: nose offset from the eye/mouth midline, across the face, relative to half the eye
+    distance; + = facing image right, 0 frontal, profiles approach +-90. Pitch: where the nose
+    tip sits between the eye line and the mouth line; + = looking down. In-plane roll is removed
+    first. Rough (+-15 deg) but monotonic, which is all reference ranking needs.
+    """
+    k = np.asarray(kps, dtype=np.float64).reshape(5, 2)
+    eye_l, eye_r, nose, mouth_l, mouth_r = k
+    eyes, mouth = (eye_l + eye_r) / 2, (mouth_l + mouth_r) / 2
+    across = eye_r - eye_l
+    half_eye = np.linalg.norm(across) / 2
+    down = mouth - eyes
+    height = np.linalg.norm(down)
+    if half_eye < 1e-6 or height < 1e-6:
+        return 0.0, 0.0
+    u = across / (2 * half_eye)  # unit vector along the eye line (roll removed)
+    v = np.array([-u[1], u[0]])  # perpendicular, pointing down the face
+    # Midline point at the nose's height: interpolate between eye and mouth centres.
+    t = float(np.dot(nose - eyes, v) / max(np.dot(down, v), 1e-6))
+    mid = eyes + t * down
+    offset = float(np.dot(nose - mid, u))
+    # Projected eye distance shrinks with cos(yaw) and the offset grows with sin(yaw), so
+    # offset / half_eye = depth * tan(yaw).
+    yaw = math.degrees(math.atan2(offset / half_eye, _NOSE_DEPTH))
+    # Pitch: the protruding nose tip slides towards the mouth line when the head tips down.
+    pitch = math.degrees(math.atan((t - _NOSE_T0) * _PITCH_GAIN))
+    return yaw, pitch
+
+
+def sharpness(crop: np.ndarray, native_px: float | None = None) -> float:
+    """0..1 from the variance of the Laplacian of the grey central half of an aligned crop.
+
+    The crop is first resampled to ``native_px`` (the face's size in its source, clipped to
+    64..SHARP_SIDE px; SHARP_SIDE when omitted): an aligned crop of a small face is upsampled and
+    would always look soft, which the size component already accounts for; measured at its own
+    resolution a small but crisp face scores as sharp. Saturating curve v^2 / (v^2 + SHARP_REF^2):
+    steep around SHARP_REF so that blur of 1.5 px halves the score of a crisp face (variance
+    ~650 -> ~100 on the astronaut). Heavy JPEG alone is not caught: its block edges add
+    Laplacian energy.
+    """
+    grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) if crop.ndim == 3 else crop
+    side = int(np.clip(round(native_px or SHARP_SIDE), 64, SHARP_SIDE))
+    grey = cv2.resize(grey, (side, side), interpolation=cv2.INTER_AREA)
+    c = side // 4
+    var = float(cv2.Laplacian(grey[c:-c, c:-c], cv2.CV_64F).var())
+    return var**2 / (var**2 + SHARP_REF**2)
+
+
+def exposure(crop: np.ndarray) -> float:
+    """0..1: mid-tone mean brightness of the central half of the crop, times a penalty for
+    clipped shadows/highlights (each 1 % of clipped pixels costs 4 %)."""
+    grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) if crop.ndim == 3 else crop
+    h, w = grey.shape
+    centre = grey[h // 4 : h - h // 4, w // 4 : w - w // 4].astype(np.float64) / 255.0
+    mean_term = math.exp(-(((centre.mean() - 0.5) / 0.35) ** 2))
+    clipped = float(np.mean((centre <= 0.02) | (centre >= 0.98)))
+    return mean_term * max(0.0, 1.0 - 4.0 * clipped)
+
+
+def frontalness(yaw: float, pitch: float) -> float:
+    """0..1: cos^2 of yaw times cos^2 of pitch (30 deg -> 0.75, 60 deg -> 0.25, 90 -> 0)."""
+
+    def c2(a: float) -> float:
+        return math.cos(math.radians(min(abs(a), 90.0))) ** 2
+
+    return c2(yaw) * c2(pitch)
+
+
+def size_score(size_px: float, cfg: ReferenceConfig) -> float:
+    """0..1: sqrt of Face.size / SIZE_REF (64 px -> 0.5); 0 below half of cfg.min_face_px,
+    where no detail is left to transfer."""
+    if size_px < cfg.min_face_px / 2:
+        return 0.0
+    return min(1.0, size_px / SIZE_REF) ** 0.5
+
+
+def face_quality(
+    face: Face, crop: np.ndarray, cfg: ReferenceConfig
+) -> tuple[float, dict[str, float]]:
+    """Overall quality (0..1) and its named components for ``face`` with its aligned crop
+    ((S, S, 3) BGR uint8, restoration template)."""
+    yaw, pitch = head_pose(face.kps)
+    parts = {
+        "sharpness": sharpness(crop, face.size),
+        "size": size_score(face.size, cfg),
+        "frontal": frontalness(yaw, pitch),
+        "exposure": exposure(crop),
+        "det": float(np.clip(face.det_score, 0.0, 1.0)),
+    }
+    overall = 1.0
+    for name, w in WEIGHTS.items():
+        overall *= max(parts[name], 0.0) ** w
+    return overall, parts

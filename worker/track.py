@@ -1,0 +1,235 @@
+"""Linking per-frame detections into tracks, shot-cut detection and landmark smoothing.
+
+A track is one person across consecutive frames of one shot. Tracks end at shot cuts, after
+``max_gap`` frames unseen, or when a box jumps to a face whose embedding disagrees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from worker.config import TrackConfig
+from worker.records import Face
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of boxes ``a`` (N,4) and ``b`` (M,4), x1 y1 x2 y2 -> (N,M) in 0..1."""
+    a = np.asarray(a, np.float32).reshape(-1, 4)
+    b = np.asarray(b, np.float32).reshape(-1, 4)
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-6)
+
+
+class ShotCutDetector:
+    """Flags a frame whose colour histogram differs sharply from the previous frame's.
+
+    Bhattacharyya distance (0 = same, 1 = disjoint) of 2-D hue/saturation histograms on a small
+    copy; hard cuts in film score 0.5-1, camera motion within a shot stays under ~0.3.
+    """
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+        self._prev: np.ndarray | None = None
+
+    def __call__(self, image: np.ndarray) -> bool:
+        small = cv2.resize(image, (96, 54), interpolation=cv2.INTER_AREA)
+        hsv = cv2.cvtColor(small, cv2.COLOR_BGR2HSV)
+        hist = cv2.calcHist([hsv], [0, 1], None, [16, 8], [0, 180, 0, 256])
+        cv2.normalize(hist, hist, 1.0, 0.0, cv2.NORM_L1)
+        prev, self._prev = self._prev, hist
+        if prev is None:
+            return False
+        return cv2.compareHist(prev, hist, cv2.HISTCMP_BHATTACHARYYA) > self.threshold
+
+
+@dataclass
+class _Track:
+    id: int
+    box: np.ndarray  # last box, (4,) px
+    velocity: np.ndarray  # box change per frame, (4,) px
+    last_frame: int
+    emb_sum: np.ndarray | None = None
+    n_faces: int = 0
+    n_detected: int = 0
+    first_frame: int = 0
+    kps_offset: np.ndarray | None = None  # landmark centre minus box centre, in box widths
+    score: float = 0.0  # detector score of its last detected face, 0..1
+
+    def predicted(self, frame: int) -> np.ndarray:
+        return self.box + self.velocity * (frame - self.last_frame)
+
+    def mean_embedding(self) -> np.ndarray | None:
+        if self.emb_sum is None:
+            return None
+        return self.emb_sum / max(np.linalg.norm(self.emb_sum), 1e-12)
+
+
+@dataclass
+class TrackSummary:
+    """What the planner needs of a finished track."""
+
+    id: int
+    first_frame: int
+    last_frame: int
+    n_faces: int
+    embedding: np.ndarray | None  # (D,) unit-norm mean of its faces' embeddings
+    faces: list[int] = field(default_factory=list)  # indices into the item's face list
+
+
+class Tracker:
+    """Greedy IoU + embedding linker. Call :meth:`update` once per frame, in order."""
+
+    def __init__(self, cfg: TrackConfig):
+        self.cfg = cfg
+        self._active: dict[int, _Track] = {}
+        self._finished: dict[int, _Track] = {}
+        self._next_id = 0
+
+    def active_boxes(self, frame: int) -> tuple[list[int], np.ndarray]:
+        """Track ids and their predicted boxes (N,4) for ``frame`` (to refine between detections)."""
+        self._expire(frame)
+        ids = list(self._active)
+        boxes = np.array([self._active[t].predicted(frame) for t in ids], np.float32).reshape(-1, 4)
+        return ids, boxes
+
+    def missing(self, frame: int) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """Active tracks not seen in ``frame`` yet (the detector missed them: blur, occlusion):
+        ids, predicted boxes (N,4) and last detector scores (N,), to be looked for with the
+        landmark model."""
+        ids, boxes = self.active_boxes(frame)
+        keep = [k for k, t in enumerate(ids) if self._active[t].last_frame < frame]
+        scores = np.array([self._active[ids[k]].score for k in keep], np.float32)
+        return [ids[k] for k in keep], boxes[keep].reshape(-1, 4), scores
+
+    def follow(self, tid: int, face: Face) -> bool:
+        """Check a face found by landmarks alone at track ``tid``'s predicted box: move its box
+        to where the landmarks say the face is, and accept it only if its embedding still agrees
+        with the track (the landmark model always answers, even on background)."""
+        tr = self._active.get(tid)
+        if tr is None:
+            return False
+        mean = tr.mean_embedding()
+        if mean is None or face.embedding is None:
+            return False
+        if 1 - float(mean @ face.embedding) > self.cfg.max_embed_dist:
+            return False
+        if tr.kps_offset is not None:
+            w = face.bbox[2] - face.bbox[0]
+            centre = face.kps.mean(axis=0) - tr.kps_offset * w
+            half = (face.bbox[2:] - face.bbox[:2]) / 2
+            face.bbox = np.concatenate([centre - half, centre + half]).astype(np.float32)
+        return True
+
+    def cut(self) -> None:
+        """A shot cut: no track continues across it."""
+        self._finished.update(self._active)
+        self._active.clear()
+
+    def update(self, frame: int, faces: list[Face], track_ids: list[int] | None = None) -> None:
+        """Assign ``face.track`` for the faces of ``frame``.
+
+        ``track_ids`` pins faces to tracks (faces refined from :meth:`active_boxes`); otherwise
+        faces are matched to active tracks greedily by IoU with the predicted box, rejecting pairs
+        whose embeddings disagree.
+        """
+        self._expire(frame)
+        if track_ids is None:
+            track_ids = self._match(frame, faces)
+        for face, tid in zip(faces, track_ids, strict=True):
+            if tid < 0 or tid not in self._active:
+                tid = self._next_id
+                self._next_id += 1
+                self._active[tid] = _Track(tid, face.bbox.copy(), np.zeros(4, np.float32),
+                                           frame, first_frame=frame)
+            tr = self._active[tid]
+            gap = max(frame - tr.last_frame, 1)
+            if tr.n_faces:
+                tr.velocity = 0.5 * tr.velocity + 0.5 * (face.bbox - tr.box) / gap
+            tr.box, tr.last_frame = face.bbox.astype(np.float32).copy(), frame
+            tr.n_faces += 1
+            tr.n_detected += int(face.detected)
+            if face.detected:
+                tr.score = face.det_score
+                w = max(float(face.bbox[2] - face.bbox[0]), 1.0)
+                offset = (face.kps.mean(axis=0) - (face.bbox[:2] + face.bbox[2:]) / 2) / w
+                tr.kps_offset = offset if tr.kps_offset is None else 0.7 * tr.kps_offset + 0.3 * offset
+            if face.embedding is not None:
+                tr.emb_sum = face.embedding.copy() if tr.emb_sum is None else tr.emb_sum + face.embedding
+            face.track = tid
+
+    def _match(self, frame: int, faces: list[Face]) -> list[int]:
+        ids = list(self._active)
+        out = [-1] * len(faces)
+        if not ids or not faces:
+            return out
+        pred = np.array([self._active[t].predicted(frame) for t in ids], np.float32)
+        overlap = iou(np.array([f.bbox for f in faces]), pred)
+        used_f, used_t = set(), set()
+        for fi, ti in zip(*np.unravel_index(np.argsort(-overlap, axis=None), overlap.shape), strict=True):
+            if overlap[fi, ti] < self.cfg.iou_min:
+                break
+            if fi in used_f or ti in used_t:
+                continue
+            mean = self._active[ids[ti]].mean_embedding()
+            emb = faces[fi].embedding
+            if mean is not None and emb is not None and 1 - float(mean @ emb) > self.cfg.max_embed_dist:
+                continue
+            out[fi] = ids[ti]
+            used_f.add(fi)
+            used_t.add(ti)
+        return out
+
+    def _expire(self, frame: int) -> None:
+        for tid in [t for t, tr in self._active.items() if frame - tr.last_frame > self.cfg.max_gap]:
+            self._finished[tid] = self._active.pop(tid)
+
+    def summaries(self, faces: list[Face]) -> dict[int, TrackSummary]:
+        """All tracks (finished and active) with the indices of their faces in ``faces``."""
+        tracks = {**self._finished, **self._active}
+        out = {t: TrackSummary(t, tr.first_frame, tr.last_frame, tr.n_faces, tr.mean_embedding())
+               for t, tr in tracks.items()}
+        for i, face in enumerate(faces):
+            if face.track in out:
+                out[face.track].faces.append(i)
+        return out
+
+
+def smooth_landmarks(faces: list[Face], indices: list[int], window: int) -> None:
+    """Centred moving average of the landmarks of one track's faces, in place.
+
+    Averaging only runs across consecutive frames (a gap restarts it) so a face that reappears
+    elsewhere is not dragged; the window shrinks at the ends so the first/last frames stay put.
+    ``window`` is in frames; 1 disables smoothing.
+    """
+    if window <= 1 or len(indices) < 3:
+        return
+    half = window // 2
+    order = sorted(indices, key=lambda i: faces[i].frame)
+    frames = np.array([faces[i].frame for i in order])
+    kps = np.stack([faces[i].kps for i in order]).astype(np.float64)
+    runs = np.split(np.arange(len(order)), np.nonzero(np.diff(frames) != 1)[0] + 1)
+    for run in runs:
+        for j, pos in enumerate(run):
+            h = min(half, j, len(run) - 1 - j)
+            faces[order[pos]].kps = kps[run[j - h: j + h + 1]].mean(axis=0).astype(np.float32)
+
+
+def cannot_link_tracks(tracks: dict[int, TrackSummary], faces: list[Face]) -> list[set[int]]:
+    """Groups of track ids that appear together in some frame (two faces in one frame are two
+    people), as sets of positions in ``sorted(tracks)``."""
+    pos = {t: i for i, t in enumerate(sorted(tracks))}
+    by_frame: dict[int, set[int]] = {}
+    for face in faces:
+        if face.track in pos:
+            by_frame.setdefault(face.frame, set()).add(pos[face.track])
+    groups = {frozenset(g) for g in by_frame.values() if len(g) > 1}
+    return [set(g) for g in groups]

@@ -1,0 +1,80 @@
+"""A video item: analyse (decode 1), plan, restore + encode (decode 2). The film is streamed
+both times; only face records and a few crops per track stay in memory."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from worker import storage
+from worker.analyse import analyse_video
+from worker.config import Config
+from worker.errors import MediaError
+from worker.media.video import VideoRewriter, iter_frames, probe_video
+from worker.plan import assign_references, plan_video
+from worker.progress import Progress
+from worker.records import Frame, ItemResult
+from worker.report import ReportSamples
+from worker.restore import FaceRestoreStage
+
+# frames held while their faces fill a restorer batch; bounds memory on face-less stretches
+MAX_BUFFERED_FRAMES = 16
+
+
+def restore_video(path: str, out_dir: str, cfg: Config, engine, result: ItemResult):
+    from worker.pipeline import count_faces, media_dict
+
+    timings = result.timings
+    t = time.monotonic()
+    info = probe_video(path, cfg.limits)
+    analysis = analyse_video(path, info, engine.analyzer, cfg)
+    timings["analyse"] = time.monotonic() - t
+
+    t = time.monotonic()
+    identities = plan_video(analysis, cfg)
+    refs = assign_references(analysis.faces, identities, cfg)
+    timings["plan"] = time.monotonic() - t
+
+    t = time.monotonic()
+    by_frame: dict[int, list] = {}
+    for face in analysis.faces:
+        by_frame.setdefault(face.frame, []).append(face)
+    samples = ReportSamples.choose(analysis.faces, cfg.output.report_faces)
+    stage = FaceRestoreStage(cfg, engine.restorer)
+    dst = storage.local_path(storage.join(out_dir, "restored" + Path(path).suffix.lower()))
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    progress = Progress(f"restore {Path(path).name}", analysis.n_frames, enabled=cfg.progress)
+    buffered: list[Frame] = []
+    pending_faces = 0
+    written = 0
+    with VideoRewriter(path, str(dst), info, cfg.output) as writer:
+        def flush() -> None:
+            nonlocal pending_faces, written
+            if not buffered:
+                return
+            images = stage.run([f.image for f in buffered], [by_frame.get(f.index, []) for f in buffered],
+                               refs, samples)
+            for frame, image in zip(buffered, images, strict=True):
+                writer.write(Frame(frame.index, image, frame.pts, frame.time_base))
+            written += len(buffered)
+            progress.update(len(buffered))
+            buffered.clear()
+            pending_faces = 0
+
+        for frame in iter_frames(path, info):
+            buffered.append(frame)
+            pending_faces += len(by_frame.get(frame.index, []))
+            if pending_faces >= cfg.restore.batch_size or len(buffered) >= MAX_BUFFERED_FRAMES:
+                flush()
+        flush()
+        if written != analysis.n_frames:
+            raise MediaError(path, f"second decode gave {written} frames, first gave {analysis.n_frames}")
+    progress.done()
+    timings["restore"] = time.monotonic() - t
+
+    result.counts.update(frames=analysis.n_frames, detector_frames=analysis.detector_frames,
+                         tracks=len(analysis.tracks), shot_cuts=len(analysis.cuts),
+                         **count_faces(analysis.faces, identities))
+    media = media_dict(info)
+    media["output"] = dst.name
+    return identities, analysis.faces, media, samples
