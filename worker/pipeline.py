@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import time
 import traceback
-from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from worker import storage
 from worker.config import Config, digest, to_dict, with_backend_defaults
 from worker.errors import MediaError, WorkerError
-from worker.records import Face, Identity, ItemError, ItemResult, Reference
+from worker.records import Face, Identity, ItemError, ItemResult
 from worker.report import ReportSamples, build_manifest, dumps, render_html
 
 VIDEO_EXTS = {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".flv", ".wmv"}
@@ -133,29 +130,8 @@ def count_faces(faces: list[Face], identities: list[Identity]) -> dict[str, int]
     }
 
 
-def faces_by_key(faces: list[Face], key) -> dict:
-    out: dict = defaultdict(list)
-    for f in faces:
-        out[key(f)].append(f)
-    return out
-
-
-def refs_index(identities: list[Identity]) -> dict[str, Reference]:
-    return {r.ref_id: r for i in identities for r in i.references}
-
-
 def media_dict(obj) -> dict:
     """JSON-safe view of a media info dataclass."""
     d = asdict(obj)
     return {k: (str(v) if not isinstance(v, (int, float, str, bool, type(None), dict, list)) else v)
             for k, v in d.items()}
-
-
-def ensure_dir(uri: str) -> Path:
-    path = storage.local_path(uri)
-    os.makedirs(path, exist_ok=True)
-    return path
-
-
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)

@@ -117,10 +117,8 @@ class Tracker:
         tr = self._active.get(tid)
         if tr is None:
             return False
-        mean = tr.mean_embedding()
-        if mean is None or face.embedding is None:
-            return False
-        if 1 - float(mean @ face.embedding) > self.cfg.max_embed_dist:
+        dist, limit = self._distance(tr, face), self.cfg.max_embed_dist
+        if dist is None or (limit is not None and dist > limit):
             return False
         if tr.kps_offset is not None:
             w = face.bbox[2] - face.bbox[0]
@@ -179,14 +177,22 @@ class Tracker:
                 break
             if fi in used_f or ti in used_t:
                 continue
-            mean = self._active[ids[ti]].mean_embedding()
-            emb = faces[fi].embedding
-            if mean is not None and emb is not None and 1 - float(mean @ emb) > self.cfg.max_embed_dist:
+            dist, limit = self._distance(self._active[ids[ti]], faces[fi]), self.cfg.max_embed_dist
+            if dist is not None and limit is not None and dist > limit:
                 continue
             out[fi] = ids[ti]
             used_f.add(fi)
             used_t.add(ti)
         return out
+
+    @staticmethod
+    def _distance(tr: _Track, face: Face) -> float | None:
+        """Cosine distance of ``face`` to the track's mean embedding; None when either is missing.
+        (A None ``max_embed_dist`` disables the check; the worker always fills it in.)"""
+        mean = tr.mean_embedding()
+        if mean is None or face.embedding is None:
+            return None
+        return 1 - float(mean @ face.embedding)
 
     def _expire(self, frame: int) -> None:
         for tid in [t for t, tr in self._active.items() if frame - tr.last_frame > self.cfg.max_gap]:
