@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from worker.analyse import analyse_video  # noqa: E402
 from worker.config import load_config  # noqa: E402
-from worker.faces.base import make_analyzer  # noqa: E402
 from worker.media.video import iter_frames, probe_video  # noqa: E402
+from worker.pipeline import Engine  # noqa: E402
 from worker.track import iou  # noqa: E402
 
 
@@ -39,9 +39,9 @@ def default_clip() -> str:
 
 
 def run(path: str, stride: int, frames: int):
-    cfg = load_config(None, [f"detect.stride={stride}", "progress=false", f"limits.max_video_frames={10**7}"])
+    engine = Engine(load_config(None, [f"detect.stride={stride}", "progress=false"]))
+    cfg, analyzer = engine.cfg, engine.analyzer  # thresholds calibrated for the backend
     info = probe_video(path, cfg.limits)
-    analyzer = make_analyzer(cfg.detect)
 
     t = time.perf_counter()
     a = analyse_video(path, info, analyzer, cfg, itertools.islice(iter_frames(path, info), frames))

@@ -1,13 +1,16 @@
-"""Peak memory of decode + re-encode does not grow with the video's length.
+"""Peak memory does not grow with the video's length.
 
-Generates a short clip and one 10x longer (same scene, with audio), then runs
-iter_frames + VideoRewriter on each in a fresh subprocess and reads its peak RSS (VmHWM).
+Generates a short clip and one 10x longer (same scene, two people, with audio), then runs on
+each, in a fresh subprocess, either decode + re-encode (iter_frames + VideoRewriter) or, with
+``--pipeline``, the whole worker (analysis, planning, guided restoration, encoding, outputs),
+and reads the subprocess's peak RSS (VmHWM).
 
-    python bench/bench_memory.py [short_frames]   (default 50 frames of 320x240 at 25 fps)
+    python bench/bench_memory.py [--pipeline] [--frames 50]   (320x240 at 25 fps)
 """
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import tempfile
@@ -16,6 +19,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+PIPELINE_CHILD = """
+import sys, tempfile
+sys.path.insert(0, {root!r})
+from worker.config import load_config
+from worker.pipeline import restore_item
+src, dst = sys.argv[1], sys.argv[2]
+res = restore_item(src, dst, load_config(None, ["progress=false"]))
+assert res.status == "ok", res.errors
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))
+print(int(hwm.split()[1]) // 1024, res.counts["frames"])
+"""
 
 CHILD = """
 import sys
@@ -32,9 +47,9 @@ print(int(hwm.split()[1]) // 1024, w.frames_written)
 """
 
 
-def peak_rss_mib(src: Path, dst: Path) -> tuple[int, int, float]:
+def peak_rss_mib(src: Path, dst: Path, child: str) -> tuple[int, int, float]:
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", CHILD.format(root=str(ROOT)), str(src), str(dst)],
+    out = subprocess.run([sys.executable, "-c", child.format(root=str(ROOT)), str(src), str(dst)],
                          check=True, capture_output=True, text=True).stdout.split()
     return int(out[0]), int(out[1]), time.perf_counter() - t0
 
@@ -42,14 +57,20 @@ def peak_rss_mib(src: Path, dst: Path) -> tuple[int, int, float]:
 def main() -> None:
     from tests.mediagen import FaceScene, write_video
 
-    short = int(sys.argv[1]) if len(sys.argv) > 1 else 50
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pipeline", action="store_true", help="the whole worker, not just decode+encode")
+    ap.add_argument("--frames", type=int, default=50, help="length of the short clip")
+    args = ap.parse_args()
+    short, child = args.frames, PIPELINE_CHILD if args.pipeline else CHILD
+    print("whole worker" if args.pipeline else "decode + re-encode")
     scene = FaceScene(["t1_2", "hanks"], size=(320, 240), face_px=90)
     with tempfile.TemporaryDirectory() as tmp:
         results = []
         for n in (short, short * 10):
             src = Path(tmp) / f"src_{n}.mp4"
             write_video(scene, src, n)
-            mib, frames, secs = peak_rss_mib(src, Path(tmp) / f"out_{n}.mp4")
+            dst = Path(tmp) / (f"out_{n}" if args.pipeline else f"out_{n}.mp4")
+            mib, frames, secs = peak_rss_mib(src, dst, child)
             results.append(mib)
             print(f"{frames:5d} frames ({frames / 25:.0f} s): peak RSS {mib} MiB ({secs:.1f} s)")
         print(f"ratio long / short peak RSS: {results[1] / results[0]:.2f} (1.00 = flat)")

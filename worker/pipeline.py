@@ -8,7 +8,6 @@ incomplete and is redone by the next run.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import time
 import traceback
@@ -116,7 +115,8 @@ def _publish(out_dir: str, result: ItemResult, identities: list[Identity], faces
         storage.write_atomic(storage.join(out_dir, "report.html"), render_html(manifest, identities, samples))
     if result.status in ("ok", "partial"):
         done = {"item_id": result.item_id, "status": result.status, "finished": time.time()}
-        storage.write_atomic(storage.join(out_dir, storage.DONE_MARKER), json.dumps(done) + "\n")
+        if not storage.put_done_marker(out_dir, done):  # another worker finished it meanwhile
+            result.errors.append(ItemError(result.source, "item was completed by another run", "publish"))
 
 
 def count_faces(faces: list[Face], identities: list[Identity]) -> dict[str, int]:

@@ -55,7 +55,6 @@ class ShotCutDetector:
 class _Track:
     id: int
     box: np.ndarray  # last box, (4,) px
-    velocity: np.ndarray  # box change per frame, (4,) px
     last_frame: int
     emb_sum: np.ndarray | None = None
     n_faces: int = 0
@@ -65,7 +64,9 @@ class _Track:
     score: float = 0.0  # detector score of its last detected face, 0..1
 
     def predicted(self, frame: int) -> np.ndarray:
-        return self.box + self.velocity * (frame - self.last_frame)
+        # no motion model: HOG boxes jump by ~10% between frames, and a velocity learned from
+        # those jumps drifts off the face; following the landmarks tracks real motion instead
+        return self.box
 
     def mean_embedding(self) -> np.ndarray | None:
         if self.emb_sum is None:
@@ -146,12 +147,8 @@ class Tracker:
             if tid < 0 or tid not in self._active:
                 tid = self._next_id
                 self._next_id += 1
-                self._active[tid] = _Track(tid, face.bbox.copy(), np.zeros(4, np.float32),
-                                           frame, first_frame=frame)
+                self._active[tid] = _Track(tid, face.bbox.copy(), frame, first_frame=frame)
             tr = self._active[tid]
-            gap = max(frame - tr.last_frame, 1)
-            if tr.n_faces:
-                tr.velocity = 0.5 * tr.velocity + 0.5 * (face.bbox - tr.box) / gap
             tr.box, tr.last_frame = face.bbox.astype(np.float32).copy(), frame
             tr.n_faces += 1
             tr.n_detected += int(face.detected)
