@@ -7,8 +7,7 @@ incomplete and is redone by the next run.
 
 from __future__ import annotations
 
-import hashlib
-import re
+import tempfile
 import time
 import traceback
 from dataclasses import asdict
@@ -17,29 +16,11 @@ from pathlib import Path
 import cv2
 
 from worker import storage
-from worker.config import Config, digest, to_dict, with_backend_defaults
+from worker.config import Config, to_dict, with_backend_defaults
 from worker.errors import MediaError, WorkerError
 from worker.records import Face, Identity, ItemError, ItemResult
 from worker.report import ReportSamples, build_manifest, dumps, render_html
-
-VIDEO_EXTS = {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".flv", ".wmv"}
-
-
-def item_id(path: str | Path, cfg: Config) -> str:
-    """Deterministic id: readable stem + hash of the resolved path, size, mtime and config."""
-    p = Path(path).resolve()
-    st = p.stat()
-    key = f"{p}|{st.st_size}|{st.st_mtime_ns}|{digest(cfg)}"
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", p.stem or p.name)[:48] or "item"
-    return f"{stem}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
-
-
-def item_kind(path: Path) -> str:
-    from worker.media.image import is_image_name
-
-    if path.is_dir() or is_image_name(path.name):
-        return "album"
-    return "video"
+from worker.staging import item_id, item_kind, stage_input, upload_tree
 
 
 class Engine:
@@ -59,63 +40,78 @@ class Engine:
 
 def restore_item(src: str | Path, out_root: str, cfg: Config, *, engine: Engine | None = None,
                  force: bool = False) -> ItemResult:
-    """Restore one item. Never raises for bad input: failures come back in ``result.errors``
-    with ``status == "failed"`` and a manifest explaining them, but no ``_DONE``."""
-    src = Path(src)
-    if not src.exists():
-        return ItemResult(item_id="", source=str(src), kind="?", status="failed",
-                          errors=[ItemError(str(src), "no such file or folder", "read")])
-    iid = item_id(src, cfg)
-    out_dir = storage.join(out_root, iid)
-    kind = item_kind(src)
-    result = ItemResult(item_id=iid, source=str(src), kind=kind, output=out_dir)
-    if storage.exists(storage.join(out_dir, storage.DONE_MARKER)) and not force:
+    """Restore one item (a local path or an ``s3://`` URI) into ``out_root`` (a folder or an
+    ``s3://`` prefix). Never raises for bad input: failures come back in ``result.errors`` with
+    ``status == "failed"`` and a manifest explaining them, but no ``_DONE``."""
+    src = str(src)
+    try:
+        iid = item_id(src, cfg)
+    except (storage.StorageError, OSError) as e:
+        reason = "no such file or folder" if isinstance(e, FileNotFoundError) else str(e)
+        return ItemResult(item_id="", source=src, kind="?", status="failed",
+                          errors=[ItemError(src, reason, "read")])
+    final_dir = storage.join(out_root, iid)
+    result = ItemResult(item_id=iid, source=src, kind=item_kind(src), output=final_dir)
+    if storage.exists(storage.join(final_dir, storage.DONE_MARKER)) and not force:
         result.status = "skipped"
         return result
-    storage.remove_tree_marker(out_dir)
-    t0 = time.monotonic()
-    identities: list[Identity] = []
-    faces: list[Face] = []
-    media: dict = {}
-    files: list[dict] = []
-    samples = ReportSamples()
-    try:
-        engine = engine or Engine(cfg)
-        cfg = engine.cfg
-        if kind == "video":
-            from worker.video_item import restore_video
-            identities, faces, media, samples = restore_video(str(src), out_dir, cfg, engine, result)
-        else:
-            from worker.album_item import restore_album
-            identities, faces, media, files, samples = restore_album(src, out_dir, cfg, engine, result)
-    except (MediaError, WorkerError) as e:
-        result.status = "failed"
-        result.errors.append(ItemError(getattr(e, "file", str(src)), getattr(e, "reason", str(e)), "item"))
-    except Exception as e:  # one bad item never sinks a batch; keep the evidence
-        result.status = "failed"
-        tb = traceback.format_exception_only(type(e), e)[-1].strip()
-        result.errors.append(ItemError(str(src), f"internal error: {tb}", "item"))
-    result.timings["total"] = time.monotonic() - t0
-    if result.status == "ok" and result.errors:
-        result.status = "partial"
-    _publish(out_dir, result, identities, faces, media, files, samples, cfg)
+    storage.remove_tree_marker(final_dir)
+    with tempfile.TemporaryDirectory(prefix="refstar-") as tmp:
+        out_dir = str(Path(tmp) / "out" / iid) if storage.is_s3(final_dir) else final_dir
+        outputs = _run(src, Path(tmp) / "in", out_dir, cfg, engine, result)
+        _publish(out_dir, result, *outputs, final_dir=final_dir)
     return result
 
 
+def _run(src: str, workdir: Path, out_dir: str, cfg: Config, engine: Engine | None,
+         result: ItemResult):
+    """The item's stages; exceptions become ``result.errors``."""
+    t0 = time.monotonic()
+    outputs = ([], [], {}, [], ReportSamples(), to_dict(cfg))
+    try:
+        engine = engine or Engine(cfg)
+        cfg = engine.cfg
+        local = stage_input(src, workdir, cfg)
+        if result.kind == "video":
+            from worker.video_item import restore_video
+            identities, faces, media, samples = restore_video(str(local), out_dir, cfg, engine, result)
+            outputs = (identities, faces, media, [], samples, to_dict(cfg))
+        else:
+            from worker.album_item import restore_album
+            identities, faces, media, files, samples = restore_album(local, out_dir, cfg, engine, result)
+            outputs = (identities, faces, media, files, samples, to_dict(cfg))
+    except (MediaError, WorkerError) as e:
+        result.status = "failed"
+        result.errors.append(ItemError(getattr(e, "file", src), getattr(e, "reason", str(e)), "item"))
+    except Exception as e:  # one bad item never sinks a batch; keep the evidence
+        result.status = "failed"
+        tb = traceback.format_exception_only(type(e), e)[-1].strip()
+        result.errors.append(ItemError(src, f"internal error: {tb}", "item"))
+    result.timings["total"] = time.monotonic() - t0
+    if result.status == "ok" and result.errors:
+        result.status = "partial"
+    return outputs
+
+
 def _publish(out_dir: str, result: ItemResult, identities: list[Identity], faces: list[Face],
-             media: dict, files: list[dict], samples: ReportSamples, cfg: Config) -> None:
-    """refs, manifest, report, then ``_DONE`` (only for items that completed)."""
+             media: dict, files: list[dict], samples: ReportSamples, config: dict,
+             final_dir: str | None = None) -> None:
+    """refs, manifest and report into ``out_dir``; uploaded to ``final_dir`` when that differs
+    (S3); then ``_DONE``, last and only for items that completed."""
     for ident in identities:
         for ref in ident.references:
             ok, buf = cv2.imencode(".png", ref.crop)
             storage.write_atomic(storage.join(out_dir, "refs", f"{ref.ref_id}.png"), buf.tobytes())
-    manifest = build_manifest(result, identities, faces, media, to_dict(cfg), files)
+    manifest = build_manifest(result, identities, faces, media, config, files)
     storage.write_atomic(storage.join(out_dir, "manifest.json"), dumps(manifest))
-    if cfg.output.write_report:
+    if config["output"]["write_report"]:
         storage.write_atomic(storage.join(out_dir, "report.html"), render_html(manifest, identities, samples))
+    final_dir = final_dir or out_dir
+    if final_dir != out_dir:
+        upload_tree(Path(out_dir), final_dir)
     if result.status in ("ok", "partial"):
         done = {"item_id": result.item_id, "status": result.status, "finished": time.time()}
-        if not storage.put_done_marker(out_dir, done):  # another worker finished it meanwhile
+        if not storage.put_done_marker(final_dir, done):  # another worker finished it meanwhile
             result.errors.append(ItemError(result.source, "item was completed by another run", "publish"))
 
 

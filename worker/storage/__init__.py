@@ -33,7 +33,7 @@ __all__ = [
     "DONE_MARKER", "MiB", "ObjectNotFound", "S3Settings", "StorageAccessDenied", "StorageError",
     "configure", "delete", "download", "event_uri", "exists", "is_s3", "join", "list",
     "local_path", "makedirs", "open_read", "parse_s3", "put_done_marker", "read_bytes",
-    "relative_to", "remove_tree_marker", "reset_client", "safe_key", "upload_file",
+    "relative_to", "remove_tree_marker", "reset_client", "safe_key", "stat", "upload_file",
     "write_atomic",
 ]
 
@@ -95,6 +95,12 @@ def relative_to(prefix_uri: str, uri: str) -> str:
 
 def exists(uri: str) -> bool:
     return _s3.exists(uri) if is_s3(uri) else _local.exists(uri)
+
+
+def stat(uri: str) -> tuple[int, str]:
+    """``(size, version)`` of one object or file: the S3 ETag, or the local mtime in ns. Part
+    of an item's deterministic id, so a changed input is a new item."""
+    return _s3.stat(uri) if is_s3(uri) else _local.stat(uri)
 
 
 def makedirs(uri: str) -> None:

@@ -88,6 +88,16 @@ def open_read(uri: str) -> BinaryIO:
         raise StorageAccessDenied(f"{uri}: permission denied ({e.strerror})") from None
 
 
+def stat(uri: str) -> tuple[int, str]:
+    """``(size, mtime in ns)`` of one file; ObjectNotFound names the path."""
+    path = path_of(uri)
+    try:
+        st = path.stat()
+    except FileNotFoundError as e:
+        raise ObjectNotFound(f"{uri}: no such file") from e
+    return st.st_size, str(st.st_mtime_ns)
+
+
 def exists(uri: str) -> bool:
     return path_of(uri).exists()
 

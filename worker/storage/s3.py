@@ -175,6 +175,16 @@ def exists(uri: str) -> bool:
         raise _error(uri, e) from e
 
 
+def stat(uri: str) -> tuple[int, str]:
+    """``(size, etag)`` of one object; ObjectNotFound names the URI."""
+    bucket, key = parse(uri)
+    try:
+        head = client().head_object(Bucket=bucket, Key=key)
+    except (ClientError, BotoCoreError) as e:
+        raise _error(uri, e) from e
+    return int(head["ContentLength"]), head["ETag"].strip('"')
+
+
 class S3Reader(io.RawIOBase):
     """A botocore StreamingBody as a proper binary file.
 
