@@ -81,3 +81,22 @@ def test_smooth_landmarks_reduces_jitter_and_respects_gaps():
     after = np.stack([f.kps for f in faces[:10]])
     assert np.abs(np.diff(after, axis=0)).mean() < 0.6 * np.abs(np.diff(before, axis=0)).mean()
     np.testing.assert_array_equal(faces[-1].kps, last)  # alone after a gap: untouched
+
+
+def test_a_track_landmarks_cannot_follow_waits_for_the_detector():
+    ea, eb = _unit([1, 0, 0]), _unit([0, 1, 0])
+    tr = Tracker(TrackConfig(max_embed_dist=0.1))
+    first = _face(10, 10, ea, 0)
+    tr.update(0, [first])
+    ids, boxes, scores = tr.missing(1)
+    assert ids == [first.track] and scores[0] == first.det_score
+    impostor = _face(14, 10, eb, 1, s=60.0)  # what the landmark model found there: someone else
+    assert not tr.follow(ids[0], impostor)
+    assert tr.missing(2)[0] == []  # not looked for again until a detection picks it up
+    again = _face(12, 10, ea, 3)
+    tr.update(3, [again])
+    assert again.track == first.track and tr.missing(4)[0] == [first.track]
+    follower = _face(40, 40, ea, 4)
+    follower.kps = follower.kps + 5  # moved: the box follows the landmarks
+    assert tr.follow(first.track, follower)
+    assert abs(float(follower.bbox[0]) - 45.0) < 1e-3

@@ -62,6 +62,7 @@ class _Track:
     first_frame: int = 0
     kps_offset: np.ndarray | None = None  # landmark centre minus box centre, in box widths
     score: float = 0.0  # detector score of its last detected face, 0..1
+    lost: bool = False  # landmarks could not follow it; waits for a detection to pick it up
 
     def predicted(self, frame: int) -> np.ndarray:
         # no motion model: HOG boxes jump by ~10% between frames, and a velocity learned from
@@ -107,7 +108,8 @@ class Tracker:
         ids, predicted boxes (N,4) and last detector scores (N,), to be looked for with the
         landmark model."""
         ids, boxes = self.active_boxes(frame)
-        keep = [k for k, t in enumerate(ids) if self._active[t].last_frame < frame]
+        keep = [k for k, t in enumerate(ids)
+                if self._active[t].last_frame < frame and not self._active[t].lost]
         scores = np.array([self._active[ids[k]].score for k in keep], np.float32)
         return [ids[k] for k in keep], boxes[keep].reshape(-1, 4), scores
 
@@ -120,6 +122,7 @@ class Tracker:
             return False
         dist, limit = self._distance(tr, face), self.cfg.max_embed_dist
         if dist is None or (limit is not None and dist > limit):
+            tr.lost = True  # one failed look per miss streak: each look costs a landmark+embed
             return False
         if tr.kps_offset is not None:
             w = face.bbox[2] - face.bbox[0]
@@ -149,7 +152,7 @@ class Tracker:
                 self._next_id += 1
                 self._active[tid] = _Track(tid, face.bbox.copy(), frame, first_frame=frame)
             tr = self._active[tid]
-            tr.box, tr.last_frame = face.bbox.astype(np.float32).copy(), frame
+            tr.box, tr.last_frame, tr.lost = face.bbox.astype(np.float32).copy(), frame, False
             tr.n_faces += 1
             tr.n_detected += int(face.detected)
             if face.detected:
