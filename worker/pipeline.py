@@ -29,7 +29,9 @@ class Engine:
     def __init__(self, cfg: Config):
         from refstar.restorer import make_restorer
         from worker.faces.base import make_analyzer
+        from worker.memory import pin_mmap_threshold
 
+        pin_mmap_threshold()
         self.analyzer = make_analyzer(cfg.detect)
         self.cfg = with_backend_defaults(cfg, self.analyzer.identity_max_dist,
                                          self.analyzer.track_max_embed_dist)
@@ -121,6 +123,7 @@ def count_faces(faces: list[Face], identities: list[Identity]) -> dict[str, int]
         "faces_restored": sum(f.restored for f in faces),
         "faces_with_reference": sum(f.restored and f.reference is not None for f in faces),
         "faces_too_small": sum(f.skipped == "too_small" for f in faces),
+        "faces_unconfirmed": sum(f.skipped == "unconfirmed" for f in faces),
         "identities": len(identities),
         "references": sum(len(i.references) for i in identities),
     }

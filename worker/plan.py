@@ -40,8 +40,13 @@ def plan_video(analysis: Analysis, cfg: Config) -> list[Identity]:
         cents = centroids(emb[labels >= 0], labels[labels >= 0])
         labels[~long_] = assign(emb[~long_], cents, cfg.identity.max_dist)
     track_label = dict(zip(tids, labels.tolist(), strict=True))
+    short = {t for t, keep in zip(tids, long_, strict=True) if not keep}
     for face in faces:
         face.identity = track_label.get(face.track, -1)
+        if face.identity < 0 and (face.track in short or face.track not in track_label):
+            # seen in a frame or two and like nobody else: most likely a false detection, and
+            # pasting a "restored face" onto background would be worse than leaving it
+            face.skipped = "unconfirmed"
     identities = []
     for ident in sorted(set(labels.tolist()) - {-1}):
         members = [t for t in tids if track_label[t] == ident]
@@ -88,6 +93,8 @@ def assign_references(faces: list[Face], identities: list[Identity], cfg: Config
     references by id."""
     refs_of = {ident.id: ident.references for ident in identities}
     for face in faces:
+        if face.skipped:
+            continue
         if face.size < cfg.restore.min_face_px:
             face.skipped = "too_small"
             continue

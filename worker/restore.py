@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -10,10 +10,13 @@ from refstar.restorer import Restorer, bgr_to_tensor, tensor_to_bgr
 from worker.config import Config
 from worker.faces.align import estimate_affine, face_mask, warp_face
 from worker.paste import Paste, paste_faces
-from worker.records import Face, Reference
+from worker.records import Face, Frame, Reference
 
 # (face, input crop, restored crop), both S x S BGR uint8; for the report's before/after pictures
 SampleSink = Callable[[Face, np.ndarray, np.ndarray], None]
+
+# frames held while their faces fill a restorer batch; bounds memory on face-less stretches
+MAX_BUFFERED_FRAMES = 16
 
 
 class FaceRestoreStage:
@@ -70,3 +73,35 @@ class FaceRestoreStage:
                 sample(face, crop, restored[j])
         return [paste_faces(img, p, self.cfg.paste) if p else img
                 for img, p in zip(images, pastes, strict=True)]
+
+
+def restore_stream(frames: Iterable[Frame], faces_by_frame: dict[int, list[Face]],
+                   refs: dict[str, Reference], stage: FaceRestoreStage,
+                   write: Callable[[Frame], None], sample: SampleSink | None = None,
+                   progress: Callable[[int], None] | None = None) -> int:
+    """Restore a stream of frames, batching faces across frames (about ``batch_size`` faces, at
+    most ``MAX_BUFFERED_FRAMES`` frames held), and hand every frame to ``write`` in order.
+    Returns the number of frames written."""
+    buffered: list[Frame] = []
+    pending = written = 0
+
+    def flush() -> None:
+        nonlocal pending, written
+        if buffered:
+            images = stage.run([f.image for f in buffered],
+                               [faces_by_frame.get(f.index, []) for f in buffered], refs, sample)
+            for frame, image in zip(buffered, images, strict=True):
+                write(Frame(frame.index, image, frame.pts, frame.time_base))
+            written += len(buffered)
+            if progress is not None:
+                progress(len(buffered))
+            buffered.clear()
+        pending = 0
+
+    for frame in frames:
+        buffered.append(frame)
+        pending += len(faces_by_frame.get(frame.index, []))
+        if pending >= stage.cfg.restore.batch_size or len(buffered) >= MAX_BUFFERED_FRAMES:
+            flush()
+    flush()
+    return written

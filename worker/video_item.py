@@ -13,12 +13,9 @@ from worker.errors import MediaError
 from worker.media.video import VideoRewriter, iter_frames, probe_video
 from worker.plan import assign_references, plan_video
 from worker.progress import Progress
-from worker.records import Frame, ItemResult
+from worker.records import ItemResult
 from worker.report import ReportSamples
-from worker.restore import FaceRestoreStage
-
-# frames held while their faces fill a restorer batch; bounds memory on face-less stretches
-MAX_BUFFERED_FRAMES = 16
+from worker.restore import FaceRestoreStage, restore_stream
 
 
 def restore_video(path: str, out_dir: str, cfg: Config, engine, result: ItemResult):
@@ -44,29 +41,9 @@ def restore_video(path: str, out_dir: str, cfg: Config, engine, result: ItemResu
     dst = storage.local_path(storage.join(out_dir, "restored" + Path(path).suffix.lower()))
     dst.parent.mkdir(parents=True, exist_ok=True)
     progress = Progress(f"restore {Path(path).name}", analysis.n_frames, enabled=cfg.progress)
-    buffered: list[Frame] = []
-    pending_faces = 0
-    written = 0
     with VideoRewriter(path, str(dst), info, cfg.output) as writer:
-        def flush() -> None:
-            nonlocal pending_faces, written
-            if not buffered:
-                return
-            images = stage.run([f.image for f in buffered], [by_frame.get(f.index, []) for f in buffered],
-                               refs, samples)
-            for frame, image in zip(buffered, images, strict=True):
-                writer.write(Frame(frame.index, image, frame.pts, frame.time_base))
-            written += len(buffered)
-            progress.update(len(buffered))
-            buffered.clear()
-            pending_faces = 0
-
-        for frame in iter_frames(path, info):
-            buffered.append(frame)
-            pending_faces += len(by_frame.get(frame.index, []))
-            if pending_faces >= cfg.restore.batch_size or len(buffered) >= MAX_BUFFERED_FRAMES:
-                flush()
-        flush()
+        written = restore_stream(iter_frames(path, info), by_frame, refs, stage, writer.write,
+                                 samples, progress.update)
         if written != analysis.n_frames:
             raise MediaError(path, f"second decode gave {written} frames, first gave {analysis.n_frames}")
     progress.done()

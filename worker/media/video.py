@@ -71,7 +71,7 @@ class VideoInfo:
     format_name: str = ""  # demuxer name(s), e.g. "mov,mp4,m4a,3gp,3g2,mj2"
 
 
-def _open_input(path: str) -> av.container.InputContainer:
+def open_input(path: str) -> av.container.InputContainer:
     try:
         return av.open(path, mode="r")
     except FileNotFoundError as e:
@@ -95,7 +95,7 @@ def probe_video(path: str | os.PathLike, limits: LimitsConfig) -> VideoInfo:
         raise MediaError(path, "empty file (0 bytes)")
     if size > limits.max_video_bytes:
         raise MediaError(path, f"file too large: {size} bytes > limit {limits.max_video_bytes}")
-    with _open_input(path) as container:
+    with open_input(path) as container:
         if not container.streams.video:
             raise MediaError(path, "no video stream")
         stream = container.streams.video[0]
@@ -165,6 +165,13 @@ def _frame_step(info: VideoInfo) -> int:
     return max(1, round(1 / (info.avg_fps * info.time_base))) if info.avg_fps else 1
 
 
+def frame_image(vf: av.VideoFrame, info: VideoInfo) -> np.ndarray:
+    """A decoded frame as an upright BGR uint8 C-contiguous image."""
+    # full-range sources must be expanded as such; swscale assumes limited otherwise
+    kw = {"src_color_range": _JPEG_RANGE} if vf.color_range == _JPEG_RANGE else {}
+    return _to_upright(vf.to_ndarray(format="bgr24", **kw), info.rotation)
+
+
 def iter_frames(path: str | os.PathLike, info: VideoInfo | None = None) -> Iterator[Frame]:
     """Decode ``path`` one frame at a time: upright BGR uint8 C-contiguous images with their pts.
 
@@ -175,7 +182,7 @@ def iter_frames(path: str | os.PathLike, info: VideoInfo | None = None) -> Itera
     if info is None:
         info = probe_video(path, LimitsConfig())
     step = _frame_step(info)
-    with _open_input(path) as container:
+    with open_input(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         frames = container.decode(stream)
@@ -188,9 +195,7 @@ def iter_frames(path: str | os.PathLike, info: VideoInfo | None = None) -> Itera
                 break
             except av.FFmpegError as e:
                 raise MediaError(path, f"decoding failed at frame {index}: {e}") from e
-            # full-range sources must be expanded as such; swscale assumes limited otherwise
-            kw = {"src_color_range": _JPEG_RANGE} if vf.color_range == _JPEG_RANGE else {}
-            image = _to_upright(vf.to_ndarray(format="bgr24", **kw), info.rotation)
+            image = frame_image(vf, info)
             pts = vf.pts
             if pts is None:
                 pts = 0 if last_pts is None else last_pts + step
@@ -312,7 +317,7 @@ class VideoRewriter:
         return fmt if fmt in supported else "yuv420p"
 
     def _open_audio(self, out: av.container.OutputContainer) -> None:
-        self._audio_in = src = _open_input(self.src_path)
+        self._audio_in = src = open_input(self.src_path)
         a_in = src.streams.audio[0]
         if a_in.codec_context.name not in out.supported_codecs:
             raise MediaError(self.dst_path, f"container {out.format.name} cannot hold the "
@@ -412,7 +417,7 @@ def audio_packet_digests(path: str | os.PathLike) -> list[tuple[int, str]]:
     time base, which MP4 keeps at the sample rate).
     """
     out = []
-    with _open_input(str(path)) as container:
+    with open_input(str(path)) as container:
         if not container.streams.audio:
             return []
         for packet in container.demux(container.streams.audio[0]):

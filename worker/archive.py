@@ -1,0 +1,159 @@
+"""What an archive job has to do: its items, their ids, which are done, and the job summary.
+
+Pure (storage + config, no Ray). An archive is a local folder, an ``s3://`` prefix, or a JSONL
+manifest. In a folder or prefix every video is an item, and every first-level folder that holds
+images is one album item (all its files, as ``list_album`` sees them: non-images are reported
+and copied through); images lying directly at the top are one item each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from worker import storage
+from worker.config import Config, ConfigError, load_config
+from worker.media.image import is_image_name
+from worker.records import ItemResult
+from worker.staging import VIDEO_EXTS
+from worker.storage import local as _local
+from worker.storage import s3 as _s3
+
+KINDS = ("video", "album")
+
+
+@dataclass(frozen=True)
+class ArchiveItem:
+    """One unit of work. ``members`` (album only) are ``(relative name, size, etag/mtime)``."""
+
+    uri: str  # a video file, an album folder, or a single image (local path or s3://)
+    kind: str  # "video" | "album"
+    version: str  # size + etag/mtime (a hash of them for albums): changes when the input does
+    overrides: dict = field(default_factory=dict, hash=False, compare=False)  # config key -> value
+    members: tuple[tuple[str, int, str], ...] = ()
+
+    @property
+    def name(self) -> str:
+        return PurePosixPath(self.uri.rstrip("/").split("://", 1)[-1]).name or "item"
+
+    @property
+    def is_folder(self) -> bool:
+        return self.kind == "album" and not is_image_name(self.name)
+
+
+def _is_video(name: str) -> bool:
+    return PurePosixPath(name).suffix.lower() in VIDEO_EXTS
+
+
+def _hidden(rel: str) -> bool:
+    return any(part.startswith(".") for part in PurePosixPath(rel).parts)
+
+
+def _version(entries: Iterable[tuple[str, int, str]]) -> str:
+    blob = "\n".join(f"{n}|{s}|{e}" for n, s, e in sorted(entries))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def list_prefix(root: str) -> list[ArchiveItem]:
+    """Items of a local folder or an ``s3://`` prefix, in key order."""
+    files = []
+    for uri, size, tag in storage.list(root):
+        rel = storage.relative_to(root, uri)
+        if not _hidden(rel):
+            files.append((rel, int(size), str(tag)))
+    albums: dict[str, list[tuple[str, int, str]]] = {}
+    for rel, size, tag in files:
+        parts = PurePosixPath(rel).parts
+        if len(parts) > 1:
+            albums.setdefault(parts[0], []).append(("/".join(parts[1:]), size, tag))
+    album_dirs = {d for d, members in albums.items() if any(is_image_name(m[0]) for m in members)}
+    items = []
+    for rel, size, tag in files:
+        top = PurePosixPath(rel).parts[0]
+        if len(PurePosixPath(rel).parts) > 1 and top in album_dirs:
+            continue
+        if _is_video(rel):
+            items.append(ArchiveItem(storage.join(root, rel), "video", f"{size}-{tag}"))
+        elif is_image_name(rel) and "/" not in rel:
+            items.append(ArchiveItem(storage.join(root, rel), "album", f"{size}-{tag}",
+                                     members=((rel, size, tag),)))
+    for d in sorted(album_dirs):
+        members = tuple(sorted(albums[d]))
+        items.append(ArchiveItem(storage.join(root, d), "album", _version(members), members=members))
+    return sorted(items, key=lambda i: i.uri)
+
+
+def _stat(uri: str) -> tuple[int, str]:
+    return _s3.stat(uri) if storage.is_s3(uri) else _local.stat(uri)
+
+
+def read_manifest(text: str) -> list[ArchiveItem]:
+    """Items of a JSONL manifest: one ``{"uri", "type", "overrides"}`` object per line
+    (blank lines and ``#`` comments skipped). A bad line raises ``ConfigError`` naming it."""
+    items = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            rec = json.loads(line)
+            uri = rec["uri"]
+            kind = rec.get("type") or ("album" if uri.endswith("/") else "video")
+            overrides = rec.get("overrides") or {}
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ConfigError(f"manifest line {n}: expected {{'uri', 'type', 'overrides'}} ({e})") from e
+        if kind not in KINDS or not isinstance(overrides, dict):
+            raise ConfigError(f"manifest line {n}: type must be one of {KINDS}, overrides a mapping")
+        uri = uri.rstrip("/") if kind == "album" else uri
+        if kind == "album" and not is_image_name(uri):
+            members = tuple(sorted(
+                (storage.relative_to(uri, u), int(s), str(t)) for u, s, t in storage.list(uri)
+                if not _hidden(storage.relative_to(uri, u))))
+            version = _version(members)
+        else:
+            try:
+                size, tag = _stat(uri)
+            except FileNotFoundError:
+                size, tag = -1, "missing"  # reported as a failed item, not a failed job
+            members = ((PurePosixPath(uri).name, size, tag),) if kind == "album" else ()
+            version = f"{size}-{tag}"
+        items.append(ArchiveItem(uri, kind, version, overrides, members))
+    return items
+
+
+def item_config(config_file: str | None, sets: list[str], item: ArchiveItem) -> Config:
+    """The job's config with the item's manifest overrides on top (values as JSON)."""
+    extra = [f"{k}={json.dumps(v)}" for k, v in item.overrides.items()]
+    return load_config(config_file, list(sets) + extra)
+
+
+def item_id(item: ArchiveItem, cfg: Config) -> str:
+    """Deterministic id, the same ``worker.pipeline.restore_item`` gives the URI (hash of the URI,
+    its objects' sizes and ETags/mtimes, and the effective config), so either path resumes the
+    other's work."""
+    from worker.staging import item_id as staging_item_id
+
+    return staging_item_id(item.uri, cfg)
+
+
+def is_done(out_root: str, iid: str) -> bool:
+    return storage.exists(storage.join(out_root, iid, storage.DONE_MARKER))
+
+
+def summarise(rows: list[tuple[ArchiveItem, ItemResult]], seconds: float) -> dict:
+    """The job summary written to ``<output>/_job_summary.json``."""
+    status = [r.status for _, r in rows]
+    total = {k: sum(r.counts.get(k, 0) for _, r in rows) for k in ("frames", "faces", "identities")}
+    return {
+        "items": len(rows),
+        "done": sum(s in ("ok", "partial") for s in status),
+        "skipped": status.count("skipped"),
+        "failed": status.count("failed"),
+        **total,
+        "faces_restored": sum(r.counts.get("faces_restored", 0) for _, r in rows),
+        "seconds": round(seconds, 3),
+        "results": [{"uri": it.uri, "kind": it.kind, "item_id": r.item_id, "status": r.status,
+                     "output": r.output, "errors": [str(e) for e in r.errors]} for it, r in rows],
+    }

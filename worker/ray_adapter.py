@@ -1,0 +1,345 @@
+"""The only module that imports Ray: it turns the pipeline's pure stages into actors and tasks.
+
+Topology of one item (see DESIGN.md, "Ray topology"):
+- video: the driver indexes packets and plans keyframe-aligned segments; analysis actors
+  (each holding a face analyser, made once) decode+analyse segments in parallel; the driver
+  merges the analyses and plans identities and references; restore actors (each holding the
+  restorer; ``num_gpus`` from the caller) decode, restore, paste and encode one segment each into
+  a deterministic segment file; one task joins the segments and remuxes the source's audio.
+- album: analysis actors analyse images in parallel, the driver clusters, restore actors restore
+  and write the images.
+Only paths, segment bounds, face records and reference crops cross the object store; frames never
+do. Actors restart (``max_restarts``) and replay lost calls (``max_task_retries``): every output
+is a deterministic file name written atomically, so a replay just writes it again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import ray
+
+from worker import storage
+from worker.config import Config
+from worker.errors import MediaError
+from worker.records import Face, ItemError
+from worker.segments import (
+    Segment,
+    SegmentAnalysis,
+    SegmentRestored,
+    analyse_segment,
+    restore_segment,
+)
+
+RESTARTS = 3  # a killed actor comes back this many times; its in-flight calls are replayed
+
+
+@dataclasses.dataclass(frozen=True)
+class _Failed:
+    """A MediaError travelling back as a value (its two-argument constructor does not survive
+    Ray's exception pickling, and a bad input is an answer, not a crash)."""
+
+    file: str
+    reason: str
+
+
+def _carry_errors(method: Callable) -> Callable:
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except MediaError as e:
+            return _Failed(e.file, e.reason)
+
+    return wrapper
+
+
+def _unwrap(value: object) -> object:
+    if isinstance(value, _Failed):
+        raise MediaError(value.file, value.reason)
+    return value
+
+
+def _fetch(local: str, uri: str, cache: Path) -> str:
+    """``local`` when this node sees it, else a download of ``uri`` (multi-node clusters)."""
+    if os.path.exists(local):
+        return local
+    dst = cache / uuid.uuid5(uuid.NAMESPACE_URL, uri).hex / Path(local).name
+    if not dst.exists():
+        storage.download(uri, dst)
+    return str(dst)
+
+
+def _put(tmp: Path, uri: str) -> None:
+    """Publish a finished local file at ``uri`` (atomic locally and on S3)."""
+    if storage.is_s3(uri):
+        storage.upload_file(tmp, uri)
+    else:
+        dst = storage.local_path(uri)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(tmp, dst)
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        from ray.util.metrics import Counter, Histogram
+
+        self.frames = Counter("refstar_frames_decoded", "video frames decoded by the actors",
+                              tag_keys=("stage",))
+        self.faces = Counter("refstar_faces_restored", "faces restored and pasted")
+        self.latency = Histogram("refstar_stage_seconds", "seconds per actor call",
+                                 boundaries=[0.1, 0.5, 1, 2, 5, 10, 30, 60, 300], tag_keys=("stage",))
+
+
+class AnalysisWorker:
+    """Holds face analysers (one per detect config, normally just the job's); decodes+analyses
+    video segments and album images. Calls take the item's calibrated config."""
+
+    def __init__(self, cfg: Config):
+        self._analyzers: dict = {}
+        self._analyzer(cfg)  # load the models now, not inside the first item
+        self.cache = Path(tempfile.mkdtemp(prefix="refstar-in-"))
+        self.metrics = _Metrics()
+
+    def _analyzer(self, cfg: Config):
+        from worker.faces.base import make_analyzer
+
+        if cfg.detect not in self._analyzers:
+            self._analyzers[cfg.detect] = make_analyzer(cfg.detect)
+        return self._analyzers[cfg.detect]
+
+    def calibrate(self, cfg: Config) -> tuple[Config, int]:
+        """``cfg`` with the backend's thresholds filled in, and the embedding length."""
+        from worker.config import with_backend_defaults
+
+        a = self._analyzer(cfg)
+        return with_backend_defaults(cfg, a.identity_max_dist, a.track_max_embed_dist), a.embed_dim
+
+    @_carry_errors
+    def analyse_segment(self, cfg: Config, src: str, uri: str, info, seg: Segment) -> SegmentAnalysis:
+        t = time.monotonic()
+        out = analyse_segment(_fetch(src, uri, self.cache), info, seg, self._analyzer(cfg), cfg)
+        self.metrics.frames.inc(out.analysis.n_frames, tags={"stage": "analyse"})
+        self.metrics.latency.observe(time.monotonic() - t, tags={"stage": "analyse_segment"})
+        return out
+
+    @_carry_errors
+    def analyse_image(self, cfg: Config, src: str, uri: str) -> list[Face]:
+        """Faces of one album image, measured as ``album_item`` measures them."""
+        from worker.analyse import measure
+        from worker.media.image import read_image
+
+        image, _ = read_image(_fetch(src, uri, self.cache), cfg.limits)
+        found = self._analyzer(cfg).analyze(image)[: cfg.limits.max_faces_per_frame]
+        for face in found:
+            measure(image, face, cfg)
+        return found
+
+
+class RestoreWorker:
+    """Holds the restorer; restores+pastes+encodes segments and restores album images."""
+
+    def __init__(self, cfg: Config):
+        self._restorers: dict = {}
+        self._restorer(cfg)
+        self._stage: tuple[tuple, object] | None = None
+        self.cache = Path(tempfile.mkdtemp(prefix="refstar-in-"))
+        self.metrics = _Metrics()
+
+    def _restorer(self, cfg: Config):
+        from refstar.restorer import make_restorer
+
+        r = cfg.restore
+        key = (r.restorer, r.device, r.checkpoint, r.strength)
+        if key not in self._restorers:
+            self._restorers[key] = make_restorer(r.restorer, device=r.device, checkpoint=r.checkpoint,
+                                                 strength=r.strength)
+        return self._restorers[key]
+
+    def _stage_for(self, item: str, cfg: Config):
+        # reference features are computed once per reference and item (ref ids repeat across items)
+        from worker.restore import FaceRestoreStage
+
+        if self._stage is None or self._stage[0] != (item, cfg):
+            self._stage = ((item, cfg), FaceRestoreStage(cfg, self._restorer(cfg)))
+        return self._stage[1]
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    @_carry_errors
+    def restore_segment(self, cfg: Config, item: str, src: str, uri: str, info, seg: Segment,
+                        faces: list[Face], refs: dict, dst_uri: str, want: set) -> SegmentRestored:
+        t = time.monotonic()
+        tmp = Path(tempfile.mkdtemp(prefix="refstar-seg-"))
+        try:
+            local = tmp / Path(dst_uri).name
+            out = restore_segment(_fetch(src, uri, self.cache), info, seg, faces, refs,
+                                  self._stage_for(item, cfg), str(local), cfg.output, want)
+            _put(local, dst_uri)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        out.path = dst_uri
+        self.metrics.frames.inc(seg.frames, tags={"stage": "restore"})
+        self.metrics.faces.inc(len(out.restored))
+        self.metrics.latency.observe(time.monotonic() - t, tags={"stage": "restore_segment"})
+        return out
+
+    @_carry_errors
+    def restore_image(self, cfg: Config, item: str, src: str, uri: str, faces: list[Face], refs: dict,
+                      dst_uri: str, want: set) -> tuple[list[int], list]:
+        """Restore one album image into ``dst_uri``; returns the positions of restored faces
+        and the report samples ``(position, before, after)``. MediaError on unreadable/unwritable."""
+        import cv2
+
+        from worker.media.image import read_image, write_image
+
+        image, meta = read_image(_fetch(src, uri, self.cache), cfg.limits)
+        samples = []
+
+        def sink(face, before, after):
+            k = next(i for i, f in enumerate(faces) if f is face)
+            if k in want:
+                samples.append((k, *[cv2.resize(x, (160, 160), interpolation=cv2.INTER_AREA)
+                                     for x in (before, after)]))
+
+        (restored,) = self._stage_for(item, cfg).run([image], [faces], refs, sink)
+        tmp = Path(tempfile.mkdtemp(prefix="refstar-img-"))
+        try:
+            local = tmp / Path(dst_uri).name
+            write_image(local, restored, meta, cfg.output)
+            _put(local, dst_uri)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        self.metrics.faces.inc(sum(f.restored for f in faces))
+        return [k for k, f in enumerate(faces) if f.restored], samples
+
+
+@ray.remote(num_cpus=0, max_retries=3)
+@_carry_errors
+def _join(src: str, uri: str, info, parts: list[str], dst_uri: str) -> int:
+    from worker.segments import join_segments
+
+    tmp = Path(tempfile.mkdtemp(prefix="refstar-join-"))
+    try:
+        local_parts = [_fetch(p, p, tmp / "parts") if not storage.is_s3(p)
+                       else str(storage.download(p, tmp / "parts" / f"{k:05d}{Path(p).suffix}"))
+                       for k, p in enumerate(parts)]
+        local = tmp / Path(dst_uri).name
+        n = join_segments(_fetch(src, uri, tmp / "src"), info, local_parts, str(local))
+        _put(local, dst_uri)
+        return n
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclasses.dataclass
+class PoolOptions:
+    analysis_actors: int = 2
+    restore_actors: int = 1
+    analysis_cpus: float = 1.0  # CPUs reserved per analysis actor
+    restore_cpus: float = 1.0
+    restore_gpus: float = 0.0  # per restore actor; 0 on CPU machines and in tests
+    segment_frames: int = 250  # minimum frames per segment (GOPs are grouped up to it)
+    in_flight_per_actor: int = 2  # calls queued per actor: keeps actors busy, memory bounded
+
+
+class Pools:
+    """Named analysis and restore actors for one job (visible on the Ray dashboard)."""
+
+    def __init__(self, cfg: Config, opts: PoolOptions, job: str | None = None):
+        self.opts = opts
+        self.job = job or uuid.uuid4().hex[:8]
+        retry = {"max_restarts": RESTARTS, "max_task_retries": RESTARTS}
+        ana, res = ray.remote(AnalysisWorker), ray.remote(RestoreWorker)
+        self.analysis = [ana.options(name=f"refstar-{self.job}-analysis-{i}",
+                                     num_cpus=opts.analysis_cpus, **retry).remote(cfg)
+                         for i in range(max(1, opts.analysis_actors))]
+        self.restore = [res.options(name=f"refstar-{self.job}-restore-{i}", num_cpus=opts.restore_cpus,
+                                    num_gpus=opts.restore_gpus, **retry).remote(cfg)
+                        for i in range(max(1, opts.restore_actors))]
+
+    def calibrate(self, cfg: Config) -> tuple[Config, int]:
+        """Planning needs the backend-calibrated thresholds, which only an analyser knows."""
+        return ray.get(self.analysis[0].calibrate.remote(cfg))
+
+    @staticmethod
+    def share(obj: object):
+        """Put ``obj`` (e.g. an item's reference crops) in the object store once for many calls."""
+        return ray.put(obj)
+
+    def shutdown(self) -> None:
+        for actor in self.analysis + self.restore:
+            ray.kill(actor, no_restart=True)
+
+
+def fan_out(actors: list, method: str, calls: Iterable[tuple], per_actor: int = 2,
+            on_result: Callable[[int, object], None] | None = None, tolerate: tuple = ()) -> list:
+    """Run ``actor.method(*args)`` for every args tuple across ``actors``, at most ``per_actor``
+    calls queued on each (``ray.wait`` backpressure); results in call order. A failed call whose
+    original exception is one of ``tolerate`` gives that exception as its result; any other
+    failure raises its original exception (a ``MediaError`` stays a ``MediaError``)."""
+    load = {i: 0 for i in range(len(actors))}
+    pending: dict = {}
+    results: dict[int, object] = {}
+    todo = iter(enumerate(calls))
+    more = True
+    try:
+        while True:
+            while more and len(pending) < per_actor * len(actors):
+                nxt = next(todo, None)
+                if nxt is None:
+                    more = False
+                    break
+                k, args = nxt
+                a = min(load, key=load.get)
+                load[a] += 1
+                pending[getattr(actors[a], method).remote(*args)] = (k, a)
+            if not pending:
+                break
+            (ref,), _ = ray.wait(list(pending), num_returns=1)
+            k, a = pending.pop(ref)
+            load[a] -= 1
+            try:
+                results[k] = _unwrap(ray.get(ref))
+            except ray.exceptions.RayTaskError as e:
+                cause = e.cause if isinstance(e.cause, Exception) else e
+                if not isinstance(cause, tolerate):
+                    raise cause from None
+                results[k] = cause
+            except MediaError as e:
+                if not isinstance(e, tolerate):
+                    raise
+                results[k] = e
+            if on_result is not None:
+                on_result(k, results[k])
+    finally:
+        for ref in pending:  # one failure fails the item; drop its other queued calls
+            try:
+                ray.cancel(ref)
+            except Exception:  # noqa: BLE001, S110 - best effort; the calls are idempotent anyway
+                pass
+    return [results[k] for k in range(len(results))]
+
+
+def join(src: str, uri: str, info, parts: list[str], dst_uri: str) -> int:
+    """Join the segment files into ``dst_uri`` in one task (see ``segments.join_segments``)."""
+    try:
+        return _unwrap(ray.get(_join.remote(src, uri, info, parts, dst_uri)))
+    except ray.exceptions.RayTaskError as e:
+        raise (e.cause if isinstance(e.cause, Exception) else e) from None
+
+
+def error_of(e: BaseException, src: str) -> ItemError:
+    """An item-level error record for a failure that reached the driver."""
+    if isinstance(e, MediaError):
+        return ItemError(e.file, e.reason, "item")
+    return ItemError(src, f"internal error: {type(e).__name__}: {e}".splitlines()[0], "item")
