@@ -98,105 +98,60 @@ def restore_video(pools, cfg: Config, iid: str, src: Path, uri: str, out_dir: st
 def restore_album(pools, cfg: Config, embed_dim: int, iid: str, src: Path, uri: str, out_dir: str,
                   result: ItemResult):
     """An album as ``worker.album_item.restore_album`` does it, images spread over actors."""
-    import numpy as np
-
-    from worker.faces.align import estimate_affine, warp_face
-    from worker.media.image import is_image_name, list_album, read_image
-    from worker.pipeline import count_faces
-    from worker.plan import assign_references, plan_album
+    from worker.album_item import AlbumBook, album_files
+    from worker.media.image import is_image_name
     from worker.ray_adapter import fan_out
-    from worker.records import ItemError
 
-    root, names = (src, list_album(src)) if src.is_dir() else (src.parent, [src.name])
+    root, names = album_files(src)
 
     def uri_of(name: str) -> str:
         return storage.join(uri, name) if src.is_dir() else uri
 
-    status: dict[str, str] = {}
-
-    def fail(name: str, reason: str, stage: str) -> None:
-        result.errors.append(ItemError(name, reason, stage))
-        status[name] = "failed"
-
+    book = AlbumBook(root, names, result)
     t = time.monotonic()
     images = [n for n in names if is_image_name(n)]
     found = dict(zip(images, fan_out(pools.analysis, "analyse_image",
                                      [(cfg, str(root / n), uri_of(n)) for n in images],
                                      pools.opts.in_flight_per_actor, tolerate=(MediaError,)), strict=True))
-    faces, embeddings = [], []
     for name in names:
-        got = found.get(name)
-        if got is None:
-            fail(name, "not an image (unsupported file type); copied unchanged", "read")
-        elif isinstance(got, MediaError):
-            fail(name, f"{got.reason}; copied unchanged", "read")
-        else:
-            for face in got:
-                face.source = name
-                embeddings.append(face.embedding)
-                faces.append(face)
+        book.add(name, found.get(name))
     result.timings["analyse"] = time.monotonic() - t
 
     t = time.monotonic()
-    size = cfg.restore.crop_size
-
-    def cut_crops(chosen):  # the driver holds the local copy; only a few faces per person
-        crops = {}
-        for name in {f.source for f in chosen}:
-            image, _ = read_image(root / name, cfg.limits)
-            for f in chosen:
-                if f.source == name:
-                    crops[id(f)] = warp_face(image, estimate_affine(f.kps, size), size)
-        return [crops[id(f)] for f in chosen]
-
-    emb = np.stack(embeddings) if embeddings else np.zeros((0, embed_dim), np.float32)
-    identities = plan_album(faces, emb, cfg, cut_crops)
-    refs = assign_references(faces, identities, cfg)
-    for f in faces:
-        f.embedding = None
+    identities, refs = book.plan(cfg, embed_dim)  # the driver holds the local copy
     result.timings["plan"] = time.monotonic() - t
 
     t = time.monotonic()
-    samples = ReportSamples.choose(faces, cfg.output.report_faces)
-    by_file: dict[str, list] = {}
-    for f in faces:
-        by_file.setdefault(f.source, []).append(f)
+    samples = ReportSamples.choose(book.faces, cfg.output.report_faces)
     shared_refs = pools.share(refs)
     calls, todo_names = [], []
     for name in names:
-        todo = [f for f in by_file.get(name, []) if not f.skipped]
-        if status.get(name) == "failed" or not todo or cfg.restore.restorer == "none":
+        faces = book.to_restore(name, cfg.restore.restorer)
+        if faces is None:
             storage.upload_file(root / name, storage.join(out_dir, "restored", name))  # byte-identical
-            status.setdefault(name, "unchanged")
+            book.status.setdefault(name, "unchanged")
             continue
-        want = {k for k, f in enumerate(by_file[name]) if id(f) in samples.wanted}
-        calls.append((cfg, iid, str(root / name), uri_of(name), by_file[name], shared_refs,
+        want = {k for k, f in enumerate(faces) if id(f) in samples.wanted}
+        calls.append((cfg, iid, str(root / name), uri_of(name), faces, shared_refs,
                       storage.join(out_dir, "restored", name), want))
         todo_names.append(name)
     outs = fan_out(pools.restore, "restore_image", calls, pools.opts.in_flight_per_actor,
                    tolerate=(MediaError,))
     for name, out in zip(todo_names, outs, strict=True):
         if isinstance(out, MediaError):
-            fail(name, f"{out.reason}; copied unchanged", "write")
+            book.fail(name, out.reason, "write")
             storage.upload_file(root / name, storage.join(out_dir, "restored", name))
             continue
         restored, pairs = out
         for k in restored:
-            by_file[name][k].restored = True
+            book.by_file[name][k].restored = True
         for k, before, after in pairs:
-            face = by_file[name][k]
+            face = book.by_file[name][k]
             samples.pairs.setdefault(face.identity, []).append((face, before, after))
-        status[name] = "restored"
+        book.status[name] = "restored"
     result.timings["restore"] = time.monotonic() - t
-
-    result.counts.update(files=len(names), files_restored=sum(v == "restored" for v in status.values()),
-                         files_failed=sum(v == "failed" for v in status.values()),
-                         **count_faces(faces, identities))
-    if names and result.counts["files_failed"] == len(names):
-        result.status = "failed"
-    files = [{"file": n, "status": status.get(n, "unchanged"), "faces": len(by_file.get(n, []))}
-             for n in names]
-    return identities, faces, {"root": str(root), "files": len(names)}, files, samples
+    files, media = book.finish(identities)
+    return identities, book.faces, media, files, samples
 
 
 def restore_archive_item(pools, item: archive.ArchiveItem, cfg: Config, out_root: str, work: str,

@@ -3,6 +3,9 @@ faces, choose references, restore and write each photo under the same relative n
 
 A file that cannot be restored (not an image, corrupt, no faces) is copied through unchanged,
 so the restored album is complete; bad files are reported, and never stop the others.
+
+The per-image steps (:func:`analyse_image`, :func:`restore_image`) and the album's bookkeeping
+(:class:`AlbumBook`) are shared with the Ray job, which spreads the images over actors.
 """
 
 from __future__ import annotations
@@ -21,104 +24,153 @@ from worker.faces.align import estimate_affine, warp_face
 from worker.media.image import is_image_name, list_album, read_image, write_image
 from worker.plan import assign_references, plan_album
 from worker.progress import Progress
-from worker.records import Face, ItemError, ItemResult
+from worker.records import Face, Identity, ItemError, ItemResult, Reference
 from worker.report import ReportSamples
-from worker.restore import FaceRestoreStage
+from worker.restore import FaceRestoreStage, SampleSink
 
 
-def _copy_through(src: Path, dst: Path) -> None:
+def album_files(src: Path) -> tuple[Path, list[str]]:
+    """The album's root folder and its files (relative POSIX names); one image is an album."""
+    return (src, list_album(src)) if src.is_dir() else (src.parent, [src.name])
+
+
+def analyse_image(path: Path, analyzer, cfg: Config) -> list[Face]:
+    """Faces of one image with landmarks, embeddings, pose and quality (MediaError if unreadable)."""
+    image, _ = read_image(path, cfg.limits)
+    found = analyzer.analyze(image)[: cfg.limits.max_faces_per_frame]
+    for face in found:
+        measure(image, face, cfg)
+    return found
+
+
+def restore_image(src: Path, dst: Path, faces: list[Face], refs: dict[str, Reference],
+                  stage: FaceRestoreStage, cfg: Config, sample: SampleSink | None = None) -> None:
+    """Restore the faces of one image and write it in its own format, EXIF kept."""
+    image, meta = read_image(src, cfg.limits)
+    (restored,) = stage.run([image], [faces], refs, sample)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    write_image(dst, restored, meta, cfg.output)
+
+
+def copy_through(src: Path, dst: Path) -> None:
+    """Byte-identical copy (EXIF and all), atomically."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.part")
     shutil.copyfile(src, tmp)
     tmp.replace(dst)
 
 
+class AlbumBook:
+    """What happened to each file of an album, its faces, and the item's counts."""
+
+    def __init__(self, root: Path, names: list[str], result: ItemResult):
+        self.root, self.names, self.result = root, names, result
+        self.status: dict[str, str] = {}  # name -> "restored" | "unchanged" | "failed"
+        self.faces: list[Face] = []
+        self.by_file: dict[str, list[Face]] = {}
+        self._embeddings: list[np.ndarray] = []
+
+    def fail(self, name: str, reason: str, stage: str) -> None:
+        self.result.errors.append(ItemError(name, f"{reason}; copied unchanged", stage))
+        self.status[name] = "failed"
+
+    def add(self, name: str, found: list[Face] | MediaError | None) -> None:
+        """Record one file's analysis: its faces, the read error, or None (not an image)."""
+        if found is None:
+            self.fail(name, "not an image (unsupported file type)", "read")
+        elif isinstance(found, MediaError):
+            self.fail(name, found.reason, "read")
+        else:
+            for face in found:
+                face.source = name
+                self._embeddings.append(face.embedding)
+                self.faces.append(face)
+            self.by_file[name] = found
+
+    def plan(self, cfg: Config, embed_dim: int) -> tuple[list[Identity], dict[str, Reference]]:
+        """Cluster the album's faces and choose references (re-reading only their files)."""
+        size = cfg.restore.crop_size
+
+        def cut_crops(chosen: list[Face]) -> list[np.ndarray]:
+            crops = {}
+            for name in {f.source for f in chosen}:
+                image, _ = read_image(self.root / name, cfg.limits)
+                for f in chosen:
+                    if f.source == name:
+                        crops[id(f)] = warp_face(image, estimate_affine(f.kps, size), size)
+            return [crops[id(f)] for f in chosen]
+
+        emb = np.stack(self._embeddings) if self._embeddings else np.zeros((0, embed_dim), np.float32)
+        identities = plan_album(self.faces, emb, cfg, cut_crops)
+        refs = assign_references(self.faces, identities, cfg)
+        for f in self.faces:
+            f.embedding = None
+        self._embeddings.clear()
+        return identities, refs
+
+    def to_restore(self, name: str, restorer: str) -> list[Face] | None:
+        """The file's faces when it needs restoring; None when it is copied through unchanged."""
+        if self.status.get(name) == "failed" or restorer == "none":
+            return None
+        if not any(not f.skipped for f in self.by_file.get(name, [])):
+            return None
+        return self.by_file[name]
+
+    def finish(self, identities: list[Identity]) -> tuple[list[dict], dict]:
+        """Counts and status into the result; returns the manifest's file list and media facts."""
+        from worker.pipeline import count_faces
+
+        st = self.status
+        self.result.counts.update(
+            files=len(self.names), files_restored=sum(v == "restored" for v in st.values()),
+            files_failed=sum(v == "failed" for v in st.values()), **count_faces(self.faces, identities))
+        if self.names and self.result.counts["files_failed"] == len(self.names):
+            self.result.status = "failed"  # nothing of the item could be read
+        files = [{"file": n, "status": st.get(n, "unchanged"), "faces": len(self.by_file.get(n, []))}
+                 for n in self.names]
+        return files, {"root": str(self.root), "files": len(self.names)}
+
+
 def restore_album(src: Path, out_dir: str, cfg: Config, engine, result: ItemResult):
-    from worker.pipeline import count_faces
-
-    root, names = (src, list_album(src)) if src.is_dir() else (src.parent, [src.name])
+    root, names = album_files(src)
     out_root = storage.local_path(storage.join(out_dir, "restored"))
-    status: dict[str, str] = {}  # name -> "restored" | "unchanged" | "failed"
-
-    def fail(name: str, reason: str, stage: str) -> None:
-        result.errors.append(ItemError(name, reason, stage))
-        status[name] = "failed"
+    book = AlbumBook(root, names, result)
 
     t = time.monotonic()
-    faces: list[Face] = []
-    embeddings: list[np.ndarray] = []
     progress = Progress(f"analyse {src.name}", len(names), unit="images", enabled=cfg.progress)
     for name in names:
         progress.update(1)
         if not is_image_name(name):
-            fail(name, "not an image (unsupported file type); copied unchanged", "read")
+            book.add(name, None)
             continue
         try:
-            image, _ = read_image(root / name, cfg.limits)
+            book.add(name, analyse_image(root / name, engine.analyzer, cfg))
         except MediaError as e:
-            fail(name, f"{e.reason}; copied unchanged", "read")
-            continue
-        found = engine.analyzer.analyze(image)[: cfg.limits.max_faces_per_frame]
-        for face in found:
-            face.source = name
-            measure(image, face, cfg)
-            embeddings.append(face.embedding)
-            faces.append(face)
-    progress.done(f"{len(faces)} faces")
+            book.add(name, e)
+    progress.done(f"{len(book.faces)} faces")
     result.timings["analyse"] = time.monotonic() - t
 
     t = time.monotonic()
-    size = cfg.restore.crop_size
-
-    def cut_crops(chosen: list[Face]) -> list[np.ndarray]:
-        crops = {}
-        for name in {f.source for f in chosen}:
-            image, _ = read_image(root / name, cfg.limits)
-            for f in chosen:
-                if f.source == name:
-                    crops[id(f)] = warp_face(image, estimate_affine(f.kps, size), size)
-        return [crops[id(f)] for f in chosen]
-
-    emb = np.stack(embeddings) if embeddings else np.zeros((0, engine.analyzer.embed_dim), np.float32)
-    identities = plan_album(faces, emb, cfg, cut_crops)
-    refs = assign_references(faces, identities, cfg)
-    for f in faces:
-        f.embedding = None
+    identities, refs = book.plan(cfg, engine.analyzer.embed_dim)
     result.timings["plan"] = time.monotonic() - t
 
     t = time.monotonic()
-    samples = ReportSamples.choose(faces, cfg.output.report_faces)
+    samples = ReportSamples.choose(book.faces, cfg.output.report_faces)
     stage = FaceRestoreStage(cfg, engine.restorer)
-    by_file: dict[str, list[Face]] = {}
-    for f in faces:
-        by_file.setdefault(f.source, []).append(f)
     progress = Progress(f"restore {src.name}", len(names), unit="images", enabled=cfg.progress)
     for name in names:
         progress.update(1)
-        dst = out_root / name
-        todo = [f for f in by_file.get(name, []) if not f.skipped]
-        if status.get(name) == "failed" or not todo or engine.restorer.name == "none":
-            _copy_through(root / name, dst)  # byte-identical, EXIF and all
-            status.setdefault(name, "unchanged")
-            continue
-        try:
-            image, meta = read_image(root / name, cfg.limits)
-            (restored,) = stage.run([image], [by_file[name]], refs, samples)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            write_image(dst, restored, meta, cfg.output)
-            status[name] = "restored"
-        except MediaError as e:
-            fail(name, f"{e.reason}; copied unchanged", "write")
-            _copy_through(root / name, dst)
+        faces = book.to_restore(name, engine.restorer.name)
+        if faces is not None:
+            try:
+                restore_image(root / name, out_root / name, faces, refs, stage, cfg, samples)
+                book.status[name] = "restored"
+                continue
+            except MediaError as e:
+                book.fail(name, e.reason, "write")
+        copy_through(root / name, out_root / name)
+        book.status.setdefault(name, "unchanged")
     progress.done()
     result.timings["restore"] = time.monotonic() - t
-
-    result.counts.update(files=len(names), files_restored=sum(v == "restored" for v in status.values()),
-                         files_failed=sum(v == "failed" for v in status.values()),
-                         **count_faces(faces, identities))
-    if names and result.counts["files_failed"] == len(names):
-        result.status = "failed"  # nothing of the item could be read
-    files = [{"file": n, "status": status.get(n, "unchanged"),
-              "faces": len(by_file.get(n, []))} for n in names]
-    media = {"root": str(root), "files": len(names)}
-    return identities, faces, media, files, samples
+    files, media = book.finish(identities)
+    return identities, book.faces, media, files, samples

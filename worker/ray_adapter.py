@@ -134,14 +134,9 @@ class AnalysisWorker:
     @_carry_errors
     def analyse_image(self, cfg: Config, src: str, uri: str) -> list[Face]:
         """Faces of one album image, measured as ``album_item`` measures them."""
-        from worker.analyse import measure
-        from worker.media.image import read_image
+        from worker.album_item import analyse_image
 
-        image, _ = read_image(_fetch(src, uri, self.cache), cfg.limits)
-        found = self._analyzer(cfg).analyze(image)[: cfg.limits.max_faces_per_frame]
-        for face in found:
-            measure(image, face, cfg)
-        return found
+        return analyse_image(Path(_fetch(src, uri, self.cache)), self._analyzer(cfg), cfg)
 
 
 class RestoreWorker:
@@ -200,9 +195,8 @@ class RestoreWorker:
         and the report samples ``(position, before, after)``. MediaError on unreadable/unwritable."""
         import cv2
 
-        from worker.media.image import read_image, write_image
+        from worker.album_item import restore_image
 
-        image, meta = read_image(_fetch(src, uri, self.cache), cfg.limits)
         samples = []
 
         def sink(face, before, after):
@@ -211,11 +205,11 @@ class RestoreWorker:
                 samples.append((k, *[cv2.resize(x, (160, 160), interpolation=cv2.INTER_AREA)
                                      for x in (before, after)]))
 
-        (restored,) = self._stage_for(item, cfg).run([image], [faces], refs, sink)
         tmp = Path(tempfile.mkdtemp(prefix="refstar-img-"))
         try:
             local = tmp / Path(dst_uri).name
-            write_image(local, restored, meta, cfg.output)
+            restore_image(Path(_fetch(src, uri, self.cache)), local, faces, refs,
+                          self._stage_for(item, cfg), cfg, sink)
             _put(local, dst_uri)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
