@@ -76,9 +76,19 @@ def make_restorer(
 
         return GuidedRestorer(strength=strength)
     if name == "refstar":
-        raise ModelError(
-            "the learned RefSTAR restorer needs a checkpoint (issue #3); use restorer=guided"
-        )
+        if not checkpoint:
+            raise ModelError(
+                "restorer=refstar needs a checkpoint (restore.checkpoint=PATH: a checkpoint "
+                "folder with meta.json + model.safetensors, or a training run folder); "
+                "or use restorer=guided"
+            )
+        from pathlib import Path
+
+        from refstar.refstar_restorer import RefSTARRestorer
+
+        if not Path(checkpoint).expanduser().exists():
+            raise ModelError(f"RefSTAR checkpoint not found: {checkpoint}")
+        return RefSTARRestorer.from_checkpoint(str(Path(checkpoint).expanduser()), device=device)
     raise ValueError(f"unknown restorer {name!r}; choose one of: {', '.join(CHOICES)}")
 
 

@@ -33,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("-o", "--output", default="refstar-demo", metavar="OUT", help="output folder")
     d.add_argument("--frames", type=int, default=48, help="length of the clip in frames")
     _config_args(d)
+    # its options live with the training code, which imports torch: parsed only when used
+    sub.add_parser("train", help="train the RefSTAR network (refstar train --help)", add_help=False)
     c = sub.add_parser("config", help="configuration")
     csub = c.add_subparsers(dest="config_cmd", required=True)
     show = csub.add_parser("show", help="print the effective configuration as YAML")
@@ -78,6 +80,12 @@ def run_restore(inputs: list[str], output: str, cfg, force: bool = False) -> int
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:
+        from refstar.training.cli import add_train_arguments, run_train
+
+        train = add_train_arguments(argparse.ArgumentParser(prog="refstar train"))
+        return run_train(train.parse_args(argv[1:]))
     args = _parser().parse_args(argv)
     try:
         overrides = list(args.set)

@@ -25,15 +25,6 @@ from refstar.losses import (
 from refstar.networks import NetConfig, RefSTARNet
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """See tests/refstar/test_networks.py: tiny ops and OpenMP spin-waiting on shared cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _astronaut(side: int = 96) -> torch.Tensor:
     """scikit-image's astronaut, her face cropped and resized: [1, 3, side, side] RGB 0..1."""
     from skimage import data

@@ -20,16 +20,6 @@ from refstar.networks import (
 TINY = NetConfig.preset("tiny")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny nets gain nothing from intra-op threads, and on a shared 2-core box OpenMP's
-    spin-waiting makes them ~100x slower; restore the setting for the other modules."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def net() -> RefSTARNet:
     torch.manual_seed(0)
