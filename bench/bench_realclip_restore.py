@@ -5,7 +5,8 @@
 For each clip (default: three clips of ../shared/data/videos): the first ``--frames`` frames are
 re-encoded with one frame in three degraded (blur sigma 2, x4 down, noise 5, JPEG 50, over the
 whole frame); the worker restores that clip with ``restorer=none``, with the guided restorer
-without references (``references.top_k=0``) and with references; the face boxes found on the
+without references (``references.top_k=0``) and with references, and with RefSTAR adapted on the
+clip's own sharp faces (``restorer=refstar``, from scratch, ``--adapt-steps``); the face boxes found on the
 degraded frames are compared with the same boxes of the original frames (PSNR, dB).
 """
 
@@ -71,10 +72,15 @@ def main() -> None:
     ap.add_argument("clips", nargs="*")
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--crop", type=int, default=512)
+    ap.add_argument("--adapt-steps", type=int, default=400)
+    ap.add_argument("--only", nargs="*", help="run only these rows (e.g. 'refstar adapted')")
     args = ap.parse_args()
     root = Path(os.environ.get("REFSTAR_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
     clips = args.clips or [str(root / "videos" / c) for c in CLIPS]
-    runs = {"none": ["restorer=none"], "guided, no ref": ["references.top_k=0"], "guided + ref": []}
+    runs = {"none": ["restorer=none"], "guided, no ref": ["references.top_k=0"], "guided + ref": [],
+            "refstar adapted": ["restorer=refstar", f"restore.adapt_steps={args.adapt_steps}",
+                                "restore.adapt_time_s=600"]}
+    runs = {k: v for k, v in runs.items() if not args.only or k in args.only}
     with tempfile.TemporaryDirectory() as tmp:
         for clip in clips:
             deg = Path(tmp) / (Path(clip).stem + "_deg.mp4")

@@ -167,6 +167,7 @@ def restore_archive_item(pools, item: archive.ArchiveItem, cfg: Config, out_root
     out_dir = storage.join(out_root, iid)  # actors write the restored media straight here
     staged = str(tmp / "out" / iid)  # refs, manifest, report: uploaded by _publish, then _DONE
     result = ItemResult(item_id=iid, source=item.uri, kind=item.kind, output=out_dir)
+    result.restorer = {"name": cfg.restore.restorer}  # per-item adaptation is single-machine only
     identities, faces, media, files, samples = [], [], {}, [], ReportSamples()
     t0 = time.monotonic()
     try:

@@ -106,6 +106,18 @@ class RefSTARRestorer:
         return x.contiguous(memory_format=torch.channels_last) if self.device.type == "cuda" else x
 
     @staticmethod
+    def _back_to_size(lq: torch.Tensor, lq_small: torch.Tensor, out_small: torch.Tensor,
+                      size: int) -> torch.Tensor:
+        """The net's output at the caller's crop size. Where the crop is larger than the
+        working size, only the net's change is upsampled and added to the full-size input, so
+        detail finer than the working size (a sharp face in a large crop) is never lost."""
+        if out_small.shape[-1] >= size:
+            return _resize(out_small.clamp(0, 1), size)
+        change = F.interpolate(out_small - lq_small, size=(size, size), mode="bicubic",
+                               align_corners=False)
+        return (lq + change).clamp(0, 1)
+
+    @staticmethod
     def ref_key(row: torch.Tensor) -> str:
         """Content key of one reference [3, S, S] (digest of its bytes as float32)."""
         data = row.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
@@ -154,7 +166,8 @@ class RefSTARRestorer:
                 feats = self._features(r, keys)
             with self._autocast():
                 out = self.net(x, ref_feats=feats) if feats is not None else self.net(x)
-            images.append(_resize(out.image.float().clamp(0, 1), h))
+            images.append(self._back_to_size(lq[sl].to(self.device, torch.float32), x,
+                                              out.image.float(), h))
             masks.append(F.interpolate(out.mask.float(), size=(h, w), mode="bilinear",
                                        align_corners=False).clamp(0, 1))
         image = torch.cat(images).to(lq.device).contiguous()

@@ -37,5 +37,6 @@ def test_faces_under_the_size_floor_are_counted_and_untouched(photo, tmp_path):
 def test_unknown_restorer_and_backend(photo, tmp_path, capsys):
     assert main(["restore", str(photo), "-o", str(tmp_path), "-q", "--set", "restorer=magic"]) == 2
     assert "magic" in capsys.readouterr().err
-    assert main(["restore", str(photo), "-o", str(tmp_path), "-q", "--set", "restorer=refstar"]) == 2
-    assert "checkpoint" in capsys.readouterr().err
+    assert main(["restore", str(photo), "-o", str(tmp_path), "-q", "--set", "restorer=refstar",
+                 "--set", f"restore.checkpoint={tmp_path / 'missing'}"]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err

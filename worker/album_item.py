@@ -14,6 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from worker import storage
@@ -68,6 +69,7 @@ class AlbumBook:
         self.status: dict[str, str] = {}  # name -> "restored" | "unchanged" | "failed"
         self.faces: list[Face] = []
         self.by_file: dict[str, list[Face]] = {}
+        self.adapt_crops: dict[int, list[np.ndarray]] = {}  # per person, for restorer=refstar
         self._embeddings: list[np.ndarray] = []
 
     def fail(self, name: str, reason: str, stage: str) -> None:
@@ -91,6 +93,8 @@ class AlbumBook:
         """Cluster the album's faces and choose references (re-reading only their files)."""
         size = cfg.restore.crop_size
 
+        small, adapting = cfg.restore.adapt_size, cfg.restore.restorer == "refstar" and cfg.restore.adapt
+
         def cut_crops(chosen: list[Face]) -> list[np.ndarray]:
             crops = {}
             for name in {f.source for f in chosen}:
@@ -98,6 +102,9 @@ class AlbumBook:
                 for f in chosen:
                     if f.source == name:
                         crops[id(f)] = warp_face(image, estimate_affine(f.kps, size), size)
+            for f in chosen if adapting else ():  # a person's best faces: what RefSTAR adapts on
+                self.adapt_crops.setdefault(f.identity, []).append(
+                    cv2.resize(crops[id(f)], (small, small), interpolation=cv2.INTER_AREA))
             return [crops[id(f)] for f in chosen]
 
         emb = np.stack(self._embeddings) if self._embeddings else np.zeros((0, embed_dim), np.float32)
@@ -156,11 +163,11 @@ def restore_album(src: Path, out_dir: str, cfg: Config, engine, result: ItemResu
 
     t = time.monotonic()
     samples = ReportSamples.choose(book.faces, cfg.output.report_faces)
-    stage = FaceRestoreStage(cfg, engine.restorer)
+    stage = FaceRestoreStage(cfg, engine.item_restorer(book.adapt_crops, result))
     progress = Progress(f"restore {src.name}", len(names), unit="images", enabled=cfg.progress)
     for name in names:
         progress.update(1)
-        faces = book.to_restore(name, engine.restorer.name)
+        faces = book.to_restore(name, stage.restorer.name)
         if faces is not None:
             try:
                 restore_image(root / name, out_root / name, faces, refs, stage, cfg, samples)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from worker.config import Config
@@ -29,6 +30,7 @@ class Analysis:
     faces: list[Face] = field(default_factory=list)  # in frame (or file) order
     tracks: dict[int, TrackSummary] = field(default_factory=dict)  # videos only
     pool: CandidatePool | None = None  # videos: best crops per track
+    adapt_pool: CandidatePool | None = None  # videos, restorer=refstar: small crops to adapt on
     n_frames: int = 0  # frames decoded (videos) or images read (albums)
     cuts: list[int] = field(default_factory=list)  # frame indices that start a new shot
     errors: list[ItemError] = field(default_factory=list)
@@ -51,6 +53,9 @@ def analyse_video(path: str, info: VideoInfo, analyzer: FaceAnalyzer, cfg: Confi
 
     ``frames`` defaults to decoding ``path``; a caller may pass a segment of it instead."""
     out = Analysis(pool=CandidatePool(cfg.references.candidates_per_track))
+    r = cfg.restore
+    if r.restorer == "refstar" and r.adapt:
+        out.adapt_pool = CandidatePool(r.adapt_crops_per_track)
     tracker = Tracker(cfg.track)
     is_cut = ShotCutDetector(cfg.track.cut_threshold)
     stride = max(1, cfg.detect.stride)
@@ -84,6 +89,9 @@ def analyse_video(path: str, info: VideoInfo, analyzer: FaceAnalyzer, cfg: Confi
             crop = measure(frame.image, face, cfg)
             if out.pool.would_keep(face.track, face.quality):
                 out.pool.offer(face.track, Candidate(face, crop))
+            if out.adapt_pool and out.adapt_pool.would_keep(face.track, face.quality):
+                small = cv2.resize(crop, (r.adapt_size, r.adapt_size), interpolation=cv2.INTER_AREA)
+                out.adapt_pool.offer(face.track, Candidate(face, small))
             face.embedding = None  # the track keeps the running sum; a film's faces add up
         out.faces.extend(faces)
         out.n_frames += 1

@@ -70,7 +70,15 @@ class RestoreConfig:
     batch_size: int = 8  # faces per restorer call
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     min_face_px: int = 24  # faces smaller than this are left untouched and counted
-    checkpoint: str = ""  # refstar: checkpoint path or URI
+    checkpoint: str = ""  # refstar: checkpoint folder (meta.json + model.safetensors)
+    # refstar: before restoring an item, fine-tune on its own best faces (train from scratch when
+    # there is no checkpoint): each person's sharp faces, degraded, restored with another of them
+    adapt: bool = True
+    adapt_steps: int = 400
+    adapt_time_s: float = 180.0  # stop adapting by then, s (whichever of steps/time comes first)
+    adapt_preset: str = "small"  # NetConfig preset when training from scratch
+    adapt_size: int = 128  # training crop side, px
+    adapt_crops_per_track: int = 24  # sharpest crops kept per track for adaptation
     strength: float = 1.0  # guided: how much reference detail is transferred, 0..1
 
 

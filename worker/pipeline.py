@@ -14,17 +14,21 @@ from dataclasses import asdict
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from worker import storage
 from worker.config import Config, to_dict, with_backend_defaults
-from worker.errors import MediaError, WorkerError
+from worker.errors import MediaError, ModelError, WorkerError
 from worker.records import Face, Identity, ItemError, ItemResult
 from worker.report import ReportSamples, build_manifest, dumps, render_html
 from worker.staging import item_id, item_kind, stage_input, upload_tree
 
 
 class Engine:
-    """The models of a run (face analyser, restorer), loaded once and shared by its items."""
+    """The models of a run (face analyser, restorer), loaded once and shared by its items.
+
+    With ``restorer=refstar`` and ``restore.adapt`` on, the restorer is made per item by
+    :meth:`item_restorer`, adapted to that item's own faces."""
 
     def __init__(self, cfg: Config):
         from refstar.restorer import make_restorer
@@ -36,8 +40,40 @@ class Engine:
         self.cfg = with_backend_defaults(cfg, self.analyzer.identity_max_dist,
                                          self.analyzer.track_max_embed_dist)
         r = cfg.restore
-        self.restorer = make_restorer(r.restorer, device=r.device, checkpoint=r.checkpoint,
-                                      strength=r.strength)
+        self.adapting = r.restorer == "refstar" and r.adapt
+        if self.adapting and r.checkpoint and not Path(r.checkpoint).expanduser().exists():
+            raise ModelError(f"RefSTAR checkpoint not found: {r.checkpoint}")
+        self.restorer = None if self.adapting else make_restorer(
+            r.restorer, device=r.device, checkpoint=r.checkpoint, strength=r.strength)
+
+    def item_restorer(self, crops_by_identity: dict[int, list[np.ndarray]], result: ItemResult):
+        """The restorer for one item: the shared one, or RefSTAR adapted on the item's crops
+        (falling back to the checkpoint, or to ``guided`` when no person has two crops)."""
+        r = self.cfg.restore
+        if not self.adapting:
+            result.restorer = {"name": self.restorer.name}
+            return self.restorer
+        from refstar.adapt import adapt_report
+        from refstar.refstar_restorer import RefSTARRestorer
+        from refstar.restorer import make_restorer
+
+        t = time.monotonic()
+        try:
+            net, rep = adapt_report(crops_by_identity, preset=r.adapt_preset, steps=r.adapt_steps,
+                                    time_budget_s=r.adapt_time_s, init=r.checkpoint or None,
+                                    size=r.adapt_size, device=r.device,
+                                    log=(lambda line: print(f"adapt: {line}", flush=True))
+                                    if self.cfg.progress else None)
+        except ValueError as e:  # no person with two usable crops
+            name = "refstar" if r.checkpoint else "guided"
+            result.restorer = {"name": name, "adapted": False, "why": str(e)}
+            return make_restorer(name, device=r.device, checkpoint=r.checkpoint, strength=r.strength)
+        result.timings["adapt"] = time.monotonic() - t
+        result.restorer = {"name": "refstar", "adapted": True, "init": r.checkpoint or None,
+                           "steps": rep.steps, "seconds": round(rep.seconds, 1),
+                           "identities": rep.identities, "crops": rep.crops,
+                           "losses": {k: round(float(v), 5) for k, v in rep.losses.items()}}
+        return RefSTARRestorer(net, work_size=net.cfg.size, device=r.device)
 
 
 def restore_item(src: str | Path, out_root: str, cfg: Config, *, engine: Engine | None = None,

@@ -110,4 +110,5 @@ class ItemResult:
     output: str = ""  # output folder of the item
     counts: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    restorer: dict[str, object] = field(default_factory=dict)  # which restorer, how it was adapted
     errors: list[ItemError] = field(default_factory=list)

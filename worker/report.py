@@ -39,7 +39,7 @@ def build_manifest(result: ItemResult, identities: list[Identity], faces: list[F
         "schema": MANIFEST_SCHEMA, "version": MANIFEST_VERSION,
         "item_id": result.item_id, "source": result.source, "kind": result.kind,
         "status": result.status, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "media": media, "counts": result.counts,
+        "media": media, "counts": result.counts, "restorer": result.restorer,
         "identities": [{
             "id": ident.id, "n_faces": ident.n_faces, "n_tracks": ident.n_tracks,
             "references": [{

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from worker import storage
-from worker.analyse import analyse_video
+from worker.analyse import Analysis, analyse_video
 from worker.config import Config
 from worker.errors import MediaError
 from worker.media.video import VideoRewriter, iter_frames, probe_video
@@ -16,6 +16,17 @@ from worker.progress import Progress
 from worker.records import ItemResult
 from worker.report import ReportSamples
 from worker.restore import FaceRestoreStage, restore_stream
+
+
+def adaptation_crops(analysis: Analysis) -> dict[int, list]:
+    """Per identity, the sharp small crops kept for adapting the restorer to this video."""
+    if analysis.adapt_pool is None:
+        return {}
+    out: dict[int, list] = {}
+    for cand in analysis.adapt_pool.candidates():
+        if cand.face.identity >= 0:
+            out.setdefault(cand.face.identity, []).append(cand.crop)
+    return out
 
 
 def restore_video(path: str, out_dir: str, cfg: Config, engine, result: ItemResult):
@@ -37,7 +48,7 @@ def restore_video(path: str, out_dir: str, cfg: Config, engine, result: ItemResu
     for face in analysis.faces:
         by_frame.setdefault(face.frame, []).append(face)
     samples = ReportSamples.choose(analysis.faces, cfg.output.report_faces)
-    stage = FaceRestoreStage(cfg, engine.restorer)
+    stage = FaceRestoreStage(cfg, engine.item_restorer(adaptation_crops(analysis), result))
     dst = storage.local_path(storage.join(out_dir, "restored" + Path(path).suffix.lower()))
     dst.parent.mkdir(parents=True, exist_ok=True)
     progress = Progress(f"restore {Path(path).name}", analysis.n_frames, enabled=cfg.progress)

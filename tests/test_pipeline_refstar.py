@@ -1,0 +1,46 @@
+"""restorer=refstar in the worker: adapted per item on the item's own faces."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.mediagen import FaceScene, write_video
+from worker.config import load_config
+from worker.pipeline import restore_item
+
+pytestmark = pytest.mark.slow
+
+
+def test_video_restored_by_refstar_adapted_on_its_own_faces(tmp_path):
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: two threads only spin against each other here
+    try:
+        src = tmp_path / "clip.mp4"
+        write_video(FaceScene(persons=("t1_2",), size=(320, 256), face_px=110), src, 18,
+                    degrade=range(6, 12))
+        cfg = load_config(None, ["progress=false", "restore.crop_size=256", "restorer=refstar",
+                                 "restore.adapt_preset=tiny", "restore.adapt_steps=12",
+                                 "restore.adapt_size=64"])
+        res = restore_item(src, str(tmp_path / "out"), cfg)
+    finally:
+        torch.set_num_threads(threads)
+    assert res.status == "ok", res.errors
+    m = json.loads((Path(res.output) / "manifest.json").read_text())
+    r = m["restorer"]
+    assert r["name"] == "refstar" and r["adapted"] and r["steps"] == 12 and r["identities"] == 1
+    assert r["crops"] >= 10  # the sharp frames of the track, not just its references
+    assert m["counts"]["faces_restored"] == 18 == m["counts"]["faces_with_reference"]
+    assert "adapt" in m["timings"]
+
+
+def test_refstar_with_a_missing_checkpoint_fails_clearly(tmp_path):
+    src = tmp_path / "clip.mp4"
+    write_video(FaceScene(persons=("t1_2",), size=(320, 256), face_px=110), src, 4, audio=False)
+    cfg = load_config(None, ["progress=false", "restorer=refstar", f"restore.checkpoint={tmp_path}/nope"])
+    res = restore_item(src, str(tmp_path / "out"), cfg)
+    assert res.status == "failed" and "checkpoint not found" in res.errors[0].reason
