@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._common import real_data_root  # noqa: E402
 from refstar.adapt import adapt_report  # noqa: E402
 from refstar.degradations import degrade, sample_params  # noqa: E402
 from refstar.guided import GuidedRestorer  # noqa: E402
@@ -114,8 +114,7 @@ def main() -> None:
     ap.add_argument("--save", default="", help="folder for before/after grids")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    root = Path(os.environ.get("REFSTAR_REAL_DATA",
-                               Path(__file__).resolve().parents[2] / "shared" / "data"))
+    root = real_data_root()
     clips = [Path(c) for c in args.clips] or [root / "videos" / c for c in CLIPS]
     for clip in clips:
         row = run_clip(clip, args)

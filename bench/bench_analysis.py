@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import sys
 import time
 from collections import defaultdict
@@ -23,19 +22,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._common import default_clip  # noqa: E402
 from worker.analyse import analyse_video  # noqa: E402
 from worker.config import load_config  # noqa: E402
 from worker.media.video import iter_frames, probe_video  # noqa: E402
 from worker.pipeline import Engine  # noqa: E402
 from worker.track import iou  # noqa: E402
-
-
-def default_clip() -> str:
-    root = Path(os.environ.get("REFSTAR_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-    clips = sorted((root / "videos").glob("*.mp4"))
-    if not clips:
-        sys.exit(f"no clip given and none under {root}/videos")
-    return str(clips[0])
 
 
 def run(path: str, stride: int, frames: int):
@@ -54,7 +46,7 @@ def main() -> None:
     ap.add_argument("--stride", type=int, default=5)
     ap.add_argument("--frames", type=int, default=150)
     args = ap.parse_args()
-    path = args.video or default_clip()
+    path = args.video or str(default_clip())
     ref, t1 = run(path, 1, args.frames)
     fast, tn = run(path, args.stride, args.frames)
     by_frame = defaultdict(list)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -24,6 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._common import real_data_root  # noqa: E402
 from refstar.degradations import DegradationParams, degrade  # noqa: E402
 from refstar.metrics import psnr  # noqa: E402
 from worker.config import load_config  # noqa: E402
@@ -75,7 +75,7 @@ def main() -> None:
     ap.add_argument("--adapt-steps", type=int, default=400)
     ap.add_argument("--only", nargs="*", help="run only these rows (e.g. 'refstar adapted')")
     args = ap.parse_args()
-    root = Path(os.environ.get("REFSTAR_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    root = real_data_root()
     clips = args.clips or [str(root / "videos" / c) for c in CLIPS]
     runs = {"none": ["restorer=none"], "guided, no ref": ["references.top_k=0"], "guided + ref": [],
             "refstar adapted": ["restorer=refstar", f"restore.adapt_steps={args.adapt_steps}",

@@ -21,16 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._common import default_clip  # noqa: E402
 from worker.config import LimitsConfig, OutputConfig  # noqa: E402
 from worker.media.video import VideoRewriter, iter_frames, pick_encoder, probe_video  # noqa: E402
-
-
-def default_clip() -> Path:
-    root = Path(os.environ.get("REFSTAR_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-    clips = sorted((root / "videos").glob("*.mp4"))
-    if not clips:
-        sys.exit(f"no clip given and none found in {root / 'videos'}")
-    return clips[0]
 
 
 def ours(src: Path, dst: Path, cfg: OutputConfig) -> float:

@@ -32,7 +32,7 @@ def restore_video(pools, cfg: Config, iid: str, src: Path, uri: str, out_dir: st
     """A video as ``worker.video_item.restore_video`` does it, in keyframe-aligned segments."""
     from worker.media.video import probe_video
     from worker.pipeline import count_faces, media_dict
-    from worker.plan import assign_references, plan_video
+    from worker.plan import plan_video_item
     from worker.progress import Progress
     from worker.ray_adapter import fan_out, join
     from worker.segments import merge_analyses, packet_index, plan_segments
@@ -49,16 +49,10 @@ def restore_video(pools, cfg: Config, iid: str, src: Path, uri: str, out_dir: st
     del parts
     timings["analyse"] = time.monotonic() - t
 
-    t = time.monotonic()
-    identities = plan_video(analysis, cfg)
-    refs = assign_references(analysis.faces, identities, cfg)
-    timings["plan"] = time.monotonic() - t
+    identities, refs, by_frame = plan_video_item(analysis, cfg, timings)
 
     t = time.monotonic()
     samples = ReportSamples.choose(analysis.faces, cfg.output.report_faces)
-    by_frame: dict[int, list] = {}
-    for face in analysis.faces:
-        by_frame.setdefault(face.frame, []).append(face)
     suffix = src.suffix.lower()
     shared_refs = pools.share(refs)
     calls = []

@@ -3,6 +3,7 @@ face is restored with."""
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -56,6 +57,20 @@ def plan_video(analysis: Analysis, cfg: Config) -> list[Identity]:
             centroid=_unit(emb[[tids.index(t) for t in members]].mean(0)),
             references=select_references(ident, cands, cfg.references)))
     return identities
+
+
+def plan_video_item(analysis: Analysis, cfg: Config, timings: dict[str, float]
+                    ) -> tuple[list[Identity], dict[str, Reference], dict[int, list[Face]]]:
+    """The planning step of a video item (single machine or Ray): identities, the references by
+    id, and the faces grouped by frame index for the restore pass; adds ``timings["plan"]``."""
+    t = time.monotonic()
+    identities = plan_video(analysis, cfg)
+    refs = assign_references(analysis.faces, identities, cfg)
+    by_frame: dict[int, list[Face]] = defaultdict(list)
+    for face in analysis.faces:
+        by_frame[face.frame].append(face)
+    timings["plan"] = time.monotonic() - t
+    return identities, refs, dict(by_frame)
 
 
 def plan_album(faces: list[Face], embeddings: np.ndarray, cfg: Config,

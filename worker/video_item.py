@@ -11,7 +11,7 @@ from worker.analyse import Analysis, analyse_video
 from worker.config import Config
 from worker.errors import MediaError
 from worker.media.video import VideoRewriter, iter_frames, probe_video
-from worker.plan import assign_references, plan_video
+from worker.plan import plan_video_item
 from worker.progress import Progress
 from worker.records import ItemResult
 from worker.report import ReportSamples
@@ -38,15 +38,9 @@ def restore_video(path: str, out_dir: str, cfg: Config, engine, result: ItemResu
     analysis = analyse_video(path, info, engine.analyzer, cfg)
     timings["analyse"] = time.monotonic() - t
 
-    t = time.monotonic()
-    identities = plan_video(analysis, cfg)
-    refs = assign_references(analysis.faces, identities, cfg)
-    timings["plan"] = time.monotonic() - t
+    identities, refs, by_frame = plan_video_item(analysis, cfg, timings)
 
     t = time.monotonic()
-    by_frame: dict[int, list] = {}
-    for face in analysis.faces:
-        by_frame.setdefault(face.frame, []).append(face)
     samples = ReportSamples.choose(analysis.faces, cfg.output.report_faces)
     stage = FaceRestoreStage(cfg, engine.item_restorer(adaptation_crops(analysis), result))
     dst = storage.local_path(storage.join(out_dir, "restored" + Path(path).suffix.lower()))
