@@ -74,6 +74,7 @@ def main() -> None:
     ap.add_argument("--crop", type=int, default=512)
     ap.add_argument("--adapt-steps", type=int, default=400)
     ap.add_argument("--only", nargs="*", help="run only these rows (e.g. 'refstar adapted')")
+    ap.add_argument("--set", nargs="*", default=[], help="config overrides for every row")
     args = ap.parse_args()
     root = real_data_root()
     clips = args.clips or [str(root / "videos" / c) for c in CLIPS]
@@ -87,7 +88,7 @@ def main() -> None:
             originals, bad = make_degraded(clip, str(deg), args.frames)
             line = [f"{Path(clip).name} ({len(originals)} frames, {len(bad)} degraded):"]
             for name, sets in runs.items():
-                cfg = load_config(None, ["progress=false", f"restore.crop_size={args.crop}", *sets])
+                cfg = load_config(None, ["progress=false", f"restore.crop_size={args.crop}", *sets, *args.set])
                 t = time.perf_counter()
                 res = restore_item(deg, str(Path(tmp) / name.replace(" ", "_")), cfg, force=True)
                 dt = time.perf_counter() - t

@@ -44,6 +44,17 @@ class DegradationRanges:
     gray_prob: float = 0.0
 
 
+def rescale_ranges(r: DegradationRanges, factor: float) -> DegradationRanges:
+    """The same degradations seen after resizing the image by ``factor`` (< 1 = smaller): blur
+    widths and downscale factors shrink with the image (a downscale never drops below 1), and
+    noise averages out under area resizing. JPEG is left as it is."""
+    def mul(lo_hi: tuple[float, float], floor: float = 0.0) -> tuple[float, float]:
+        return (max(floor, lo_hi[0] * factor), max(floor, lo_hi[1] * factor))
+
+    return replace(r, blur_sigma=mul(r.blur_sigma), scale=mul(r.scale, 1.0),
+                   noise_sigma=mul(r.noise_sigma))
+
+
 def sample_params(
     rng: np.random.Generator, ranges: DegradationRanges | None = None
 ) -> DegradationParams:

@@ -54,14 +54,19 @@ class Engine:
             result.restorer = {"name": self.restorer.name}
             return self.restorer
         from refstar.adapt import adapt_report
+        from refstar.degradations import rescale_ranges
         from refstar.refstar_restorer import RefSTARRestorer
         from refstar.restorer import make_restorer
+        from refstar.training.dataset import ADAPT_RANGES
 
         t = time.monotonic()
+        # the net sees crop_size crops shrunk to adapt_size, so it must learn the degradations
+        # the item's faces have at that scale, not the recipe's at full scale
+        ranges = rescale_ranges(ADAPT_RANGES, r.adapt_size / self.cfg.restore.crop_size)
         try:
             net, rep = adapt_report(crops_by_identity, preset=r.adapt_preset, steps=r.adapt_steps,
                                     time_budget_s=r.adapt_time_s, init=r.checkpoint or None,
-                                    size=r.adapt_size, device=r.device,
+                                    size=r.adapt_size, device=r.device, ranges=ranges,
                                     log=(lambda line: print(f"adapt: {line}", flush=True))
                                     if self.cfg.progress else None)
         except ValueError as e:  # no person with two usable crops

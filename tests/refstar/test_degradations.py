@@ -111,3 +111,15 @@ def test_blur_kernel_is_normalised_and_oriented():
     assert horiz[c, c + 4] > 10 * horiz[c + 4, c]  # wide along x
     vert = blur_kernel(4.0, 1.0, np.pi / 2)
     np.testing.assert_allclose(vert, horiz.T, atol=1e-6)
+
+
+def test_rescale_ranges_follow_the_image_size():
+    from refstar.degradations import DegradationRanges, rescale_ranges
+
+    r = DegradationRanges(blur_sigma=(1.0, 3.0), scale=(3.0, 5.0), noise_sigma=(0.0, 8.0),
+                          jpeg_quality=(40, 80))
+    half = rescale_ranges(r, 0.5)
+    assert half.blur_sigma == (0.5, 1.5) and half.scale == (1.5, 2.5) and half.noise_sigma == (0.0, 4.0)
+    assert half.jpeg_quality == (40, 80)
+    assert rescale_ranges(r, 0.25).scale == (1.0, 1.25)  # never an upscale
+    assert rescale_ranges(r, 1.0) == r
