@@ -7,6 +7,7 @@ profile face) drags the whole score down instead of being averaged away.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import cv2
@@ -72,19 +73,30 @@ def head_pose(kps: np.ndarray) -> tuple[float, float]:
     return yaw, pitch
 
 
+@functools.cache
+def _face_fill() -> float:
+    """Face size (``Face.size``: 2.5 x eye-to-mouth distance) over the side of an aligned crop."""
+    from worker.faces.align import template
+
+    t = template(512)
+    return float(2.5 * np.linalg.norm((t[3] + t[4]) / 2 - (t[0] + t[1]) / 2) / 512)
+
+
 def sharpness(crop: np.ndarray, native_px: float | None = None) -> float:
     """0..1 from the variance of the Laplacian of the grey central half of an aligned crop.
 
-    The crop is first resampled to ``native_px`` (the face's size in its source, clipped to
-    64..SHARP_SIDE px; SHARP_SIDE when omitted): an aligned crop of a small face is upsampled and
-    would always look soft, which the size component already accounts for; measured at its own
-    resolution a small but crisp face scores as sharp. Saturating curve v^2 / (v^2 + SHARP_REF^2):
-    steep around SHARP_REF so that blur of 1.5 px halves the score of a crisp face (variance
-    ~650 -> ~100 on the astronaut). Heavy JPEG alone is not caught: its block edges add
-    Laplacian energy.
+    The crop is first resampled so that the face in it is ``native_px`` (the face's size in its
+    source, clipped to 64..SHARP_SIDE px; SHARP_SIDE when omitted): an aligned crop of a small
+    face is upsampled and would always look soft, which the size component already accounts for;
+    measured at its own resolution a small but crisp face scores as sharp. Saturating curve
+    v^2 / (v^2 + SHARP_REF^2): on the astronaut's worker crop, blur of 1.5 px with JPEG 40 takes
+    it from 0.96 to 0.33. Heavy JPEG alone is not caught: its block edges add Laplacian energy.
     """
     grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) if crop.ndim == 3 else crop
-    side = int(np.clip(round(native_px or SHARP_SIDE), 64, SHARP_SIDE))
+    # the face fills only part of a restoration-template crop: resample so that the face itself,
+    # not the whole crop, comes out at its native size
+    fill = _face_fill()
+    side = int(np.clip(round((native_px or SHARP_SIDE) / fill), 64, round(SHARP_SIDE / fill)))
     grey = cv2.resize(grey, (side, side), interpolation=cv2.INTER_AREA)
     c = side // 4
     var = float(cv2.Laplacian(grey[c:-c, c:-c], cv2.CV_64F).var())
