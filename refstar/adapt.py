@@ -77,27 +77,17 @@ def adapt_report(
     return ema, AdaptResult(trainer.step, time.perf_counter() - t0, len(crops), n, losses)
 
 
-def adapt(
-    crops_by_identity: Mapping[int, Sequence[np.ndarray]],
-    *,
-    preset: str = "small",
-    steps: int = 400,
-    time_budget_s: float | None = 180.0,
-    init: str | None = None,
-    seed: int = 0,
-    **kwargs,
-) -> RefSTARNet:
+def adapt(crops_by_identity: Mapping[int, Sequence[np.ndarray]], **kwargs) -> RefSTARNet:
     """Adapt a RefSTARNet to one job's faces; returns the EMA network in eval mode.
 
     crops_by_identity: identity id -> aligned BGR uint8 crops (S, S, 3) of that person (the
         job's sharpest faces; identities with fewer than two crops are skipped).
+    Keyword arguments are ``adapt_report``'s:
     preset: NetConfig preset when training from scratch; its ``size`` is replaced by ``size``
         (default 128 px: measured to fit 400 steps in ~3 min on 2 CPU cores).
     steps / time_budget_s: stop at whichever comes first; the LR anneals over both.
     init: a checkpoint (path) to fine-tune instead of starting from scratch.
-    kwargs: ``size``, ``batch_size``, ``lr``, ``ranges`` (DegradationRanges), ``device``,
+    seed; ``size``, ``batch_size``, ``lr``, ``ranges`` (DegradationRanges), ``device``,
         ``log`` (callable taking progress lines).
     """
-    net, _ = adapt_report(crops_by_identity, preset=preset, steps=steps,
-                          time_budget_s=time_budget_s, init=init, seed=seed, **kwargs)
-    return net
+    return adapt_report(crops_by_identity, **kwargs)[0]

@@ -1,9 +1,9 @@
 """Local-path side of worker.storage (the S3 side is tests/test_storage_s3.py)."""
 
-import threading
 
 import pytest
 
+from tests.concurrency import race
 from worker import storage
 
 
@@ -131,15 +131,5 @@ def test_done_marker_is_claimed_once(tmp_path):
 
 def test_racing_writers_claim_an_item_once(tmp_path):
     item = storage.join(str(tmp_path), "race")
-    results, start = [], threading.Barrier(8)
-
-    def claim(i):
-        start.wait()
-        results.append(storage.put_done_marker(item, f"writer {i}"))
-
-    threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = race(lambda i: storage.put_done_marker(item, f"writer {i}"), 8)
     assert sorted(results) == [False] * 7 + [True]

@@ -5,6 +5,7 @@ import threading
 
 import pytest
 
+from tests.concurrency import race
 from worker import storage
 from worker.storage import s3 as s3_backend
 
@@ -133,17 +134,7 @@ def test_done_marker_is_a_conditional_put(bucket):
 
 def test_racing_writers_claim_an_item_once(bucket):
     item = f"s3://{bucket}/out/race"
-    results, start = [], threading.Barrier(6)
-
-    def claim(i):
-        start.wait()
-        results.append(storage.put_done_marker(item, f"writer {i}"))
-
-    threads = [threading.Thread(target=claim, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = race(lambda i: storage.put_done_marker(item, f"writer {i}"), 6)
     assert sorted(results) == [False] * 5 + [True]
 
 

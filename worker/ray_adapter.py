@@ -193,17 +193,15 @@ class RestoreWorker:
                       dst_uri: str, want: set) -> tuple[list[int], list]:
         """Restore one album image into ``dst_uri``; returns the positions of restored faces
         and the report samples ``(position, before, after)``. MediaError on unreadable/unwritable."""
-        import cv2
-
         from worker.album_item import restore_image
+        from worker.report import thumbnails
 
         samples = []
 
         def sink(face, before, after):
             k = next(i for i, f in enumerate(faces) if f is face)
             if k in want:
-                samples.append((k, *[cv2.resize(x, (160, 160), interpolation=cv2.INTER_AREA)
-                                     for x in (before, after)]))
+                samples.append((k, *thumbnails(before, after)))
 
         tmp = Path(tempfile.mkdtemp(prefix="refstar-img-"))
         try:

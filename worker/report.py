@@ -61,6 +61,14 @@ def dumps(manifest: dict) -> str:
     return json.dumps(manifest, indent=1, sort_keys=False) + "\n"
 
 
+THUMB_PX = 160  # side of the before/after pictures in report.html
+
+
+def thumbnails(*crops: np.ndarray) -> list[np.ndarray]:
+    """Report-sized copies of face crops (kept instead of the full crops)."""
+    return [cv2.resize(x, (THUMB_PX, THUMB_PX), interpolation=cv2.INTER_AREA) for x in crops]
+
+
 @dataclass
 class ReportSamples:
     """Before/after crops for the report: per identity, its lowest-quality faces (where
@@ -88,8 +96,7 @@ class ReportSamples:
 
     def __call__(self, face: Face, before: np.ndarray, after: np.ndarray) -> None:
         if id(face) in self.wanted:
-            small = [cv2.resize(x, (160, 160), interpolation=cv2.INTER_AREA) for x in (before, after)]
-            self.pairs.setdefault(face.identity, []).append((face, *small))
+            self.pairs.setdefault(face.identity, []).append((face, *thumbnails(before, after)))
 
 
 def _img(bgr: np.ndarray, size: int = 160) -> str:

@@ -27,6 +27,7 @@ from worker.errors import MediaError
 from worker.media.video import VideoInfo, VideoRewriter, frame_image, open_input
 from worker.records import Face, Frame, Reference
 from worker.references import CandidatePool
+from worker.report import thumbnails
 from worker.restore import FaceRestoreStage, restore_stream
 from worker.track import ShotCutDetector, TrackSummary, iou
 
@@ -276,8 +277,7 @@ def restore_segment(src: str, info: VideoInfo, seg: Segment, faces: list[Face],
     def sink(face: Face, before: np.ndarray, after: np.ndarray) -> None:
         key = pos[id(face)]
         if key in want_samples:
-            small = [cv2.resize(x, (160, 160), interpolation=cv2.INTER_AREA) for x in (before, after)]
-            out.samples.append((*key, *small))
+            out.samples.append((*key, *thumbnails(before, after)))
 
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
     with VideoRewriter(src, dst, replace(info, has_audio=False), cfg) as writer:
