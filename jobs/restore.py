@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -190,8 +191,9 @@ def restore_archive_item(pools, item: archive.ArchiveItem, cfg: Config, out_root
 
 def run_job(items: list[archive.ArchiveItem], out_root: str, config_file: str | None, sets: list[str],
             opts, work: str | None = None, force: bool = False,
-            on_restore: Callable[[], None] | None = None, pools=None) -> dict:
-    """Restore ``items`` into ``out_root``; returns the job summary (also written there)."""
+            on_restore: Callable[[], None] | None = None, pools=None, job_name: str | None = None) -> dict:
+    """Restore ``items`` into ``out_root``; returns the job summary, also written to
+    ``_jobs/<job_name>.json`` there (``_job_summary.json`` without a name)."""
     from worker.ray_adapter import Pools
 
     t0 = time.monotonic()
@@ -232,7 +234,9 @@ def run_job(items: list[archive.ArchiveItem], out_root: str, config_file: str | 
             pools.shutdown()
         shutil.rmtree(tmp_root, ignore_errors=True)
     summary = archive.summarise(rows, time.monotonic() - t0)
-    storage.write_atomic(storage.join(out_root, "_job_summary.json"), json.dumps(summary, indent=1) + "\n")
+    summary["job"] = job_name
+    where = storage.join(out_root, "_jobs", f"{job_name}.json") if job_name else storage.join(out_root, "_job_summary.json")
+    storage.write_atomic(where, json.dumps(summary, indent=1) + "\n")
     return summary
 
 
@@ -240,6 +244,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m jobs.restore", description=__doc__.split("\n\n")[0])
     p.add_argument("--input", help="archive: local folder or s3:// prefix")
     p.add_argument("--manifest", help="JSONL manifest (local path or s3:// URI) instead of --input")
+    p.add_argument("--item", action="append", default=[], metavar="URI",
+                   help="one item instead of --input: a video, an image or an album folder (repeatable)")
     p.add_argument("--output", required=True, help="output folder or s3:// prefix")
     p.add_argument("--address", help="Ray cluster address (default: the job's cluster, else a local one)")
     p.add_argument("--config", help="YAML config file")
@@ -252,9 +258,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--segment-frames", type=int, default=250, help="minimum frames per video segment")
     p.add_argument("--work", help="folder/prefix for segment files (a shared one on multi-node clusters)")
     p.add_argument("--force", action="store_true", help="redo items that are already done")
+    p.add_argument("--job-name", metavar="NAME", help="write the summary to <output>/_jobs/NAME.json "
+                   "(default: <output>/_job_summary.json); the S3 trigger passes its submission id")
     args = p.parse_args(argv)
-    if bool(args.input) == bool(args.manifest):
-        p.error("give exactly one of --input and --manifest")
+    if sum(map(bool, (args.input, args.manifest, args.item))) != 1:
+        p.error("give exactly one of --input, --manifest and --item")
+    if args.job_name and not re.fullmatch(r"[A-Za-z0-9._-]{1,128}", args.job_name):
+        p.error("--job-name: letters, digits, '.', '_' and '-' only")
     return args
 
 
@@ -266,8 +276,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         load_config(args.config, args.sets)  # a bad config fails the job before any work
-        items = (archive.read_manifest(storage.read_bytes(args.manifest).decode()) if args.manifest
-                 else archive.list_prefix(args.input))
+        if args.manifest:
+            items = archive.read_manifest(storage.read_bytes(args.manifest).decode())
+        elif args.item:
+            items = archive.items_from_uris(args.item)
+        else:
+            items = archive.list_prefix(args.input)
     except (ConfigError, storage.StorageError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -277,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     if started:
         ray.init(address=args.address)
     try:
-        summary = run_job(items, args.output, args.config, args.sets, opts, args.work, args.force)
+        summary = run_job(items, args.output, args.config, args.sets, opts, args.work, args.force,
+                          job_name=args.job_name)
     finally:
         if started:
             ray.shutdown()

@@ -123,6 +123,13 @@ def read_manifest(text: str) -> list[ArchiveItem]:
     return items
 
 
+def items_from_uris(uris: list[str]) -> list[ArchiveItem]:
+    """Items named one by one: a video, an image, or an album folder (``s3://b/p/album/``)."""
+    from worker.staging import item_kind
+
+    return read_manifest("\n".join(json.dumps({"uri": u, "type": item_kind(u)}) for u in uris))
+
+
 def item_config(config_file: str | None, sets: list[str], item: ArchiveItem) -> Config:
     """The job's config with the item's manifest overrides on top (values as JSON)."""
     extra = [f"{k}={json.dumps(v)}" for k, v in item.overrides.items()]

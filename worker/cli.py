@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     _config_args(d)
     # its options live with the training code, which imports torch: parsed only when used
     sub.add_parser("train", help="train the RefSTAR network (refstar train --help)", add_help=False)
+    sub.add_parser("eval", help="compare restored media with the originals: PSNR/SSIM, identity, "
+                   "flicker (refstar eval --help)", add_help=False)
     c = sub.add_parser("config", help="configuration")
     csub = c.add_subparsers(dest="config_cmd", required=True)
     show = csub.add_parser("show", help="print the effective configuration as YAML")
@@ -86,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
 
         train = add_train_arguments(argparse.ArgumentParser(prog="refstar train"))
         return run_train(train.parse_args(argv[1:]))
+    if argv[:1] == ["eval"]:
+        from worker.evaluate import add_eval_arguments, run_eval
+
+        ev = add_eval_arguments(argparse.ArgumentParser(prog="refstar eval"))
+        return run_eval(ev.parse_args(argv[1:]))
     args = _parser().parse_args(argv)
     try:
         overrides = list(args.set)
