@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from worker.trigger import run_trigger
+    from jobs.trigger_consumer import run_trigger
 
     return run_trigger(parse_args(argv))
 
