@@ -207,13 +207,15 @@ def run_job(items: list[archive.ArchiveItem], out_root: str, config_file: str | 
         for n, item in enumerate(items, 1):
             try:
                 cfg = archive.item_config(config_file, sets, item)
-            except ConfigError as e:
+                iid = archive.item_id(item, cfg)  # stats the input: it may have gone
+            except (ConfigError, storage.StorageError, FileNotFoundError) as e:
                 from worker.records import ItemError
 
+                stage = "config" if isinstance(e, ConfigError) else "read"
                 rows.append((item, ItemResult("", item.uri, item.kind, "failed",
-                                              errors=[ItemError(item.uri, str(e), "config")])))
+                                              errors=[ItemError(item.uri, str(e), stage)])))
+                print(f"[{n}/{len(items)}] {item.uri}: failed: {e}", file=sys.stderr, flush=True)
                 continue
-            iid = archive.item_id(item, cfg)
             if not force and archive.is_done(out_root, iid):
                 rows.append((item, ItemResult(iid, item.uri, item.kind, "skipped",
                                               output=storage.join(out_root, iid))))
@@ -240,8 +242,8 @@ def run_job(items: list[archive.ArchiveItem], out_root: str, config_file: str | 
     return summary
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m jobs.restore", description=__doc__.split("\n\n")[0])
+def parse_args(argv: list[str] | None = None, prog: str = "python -m jobs.restore") -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--input", help="archive: local folder or s3:// prefix")
     p.add_argument("--manifest", help="JSONL manifest (local path or s3:// URI) instead of --input")
     p.add_argument("--item", action="append", default=[], metavar="URI",
@@ -268,12 +270,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m jobs.restore") -> int:
     import ray
 
     from worker.ray_adapter import PoolOptions
 
-    args = parse_args(argv)
+    args = parse_args(argv, prog)
     try:
         load_config(args.config, args.sets)  # a bad config fails the job before any work
         if args.manifest:

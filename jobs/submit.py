@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shlex
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 META_KEY = "refstar"  # metadata marker of our jobs in a shared cluster's job table
@@ -119,15 +118,58 @@ class JobSubmitter:
             self._started = False
 
 
-def pool_args(analysis_actors: int | None = None, restore_actors: int | None = None,
-              restore_gpus: float | None = None) -> list[str]:
-    out: list[str] = []
-    for flag, v in (("--analysis-actors", analysis_actors), ("--restore-actors", restore_actors),
-                    ("--restore-gpus", restore_gpus)):
-        if v is not None:
-            out += [flag, str(v)]
-    return out
+def submit_main(argv: list[str]) -> int:
+    """``refstar submit [--address URL] [--submission-id ID] [--wait] -- JOB_ARGS``: the archive job
+    (``python -m jobs.restore JOB_ARGS``, checked here first) as a Ray job."""
+    import argparse
+    import hashlib
+    import time
 
+    from jobs.restore import parse_args as job_parse_args
 
-def describe(argv: Sequence[str]) -> str:
-    return shlex.join(argv)
+    p = argparse.ArgumentParser(prog="refstar submit", description=submit_main.__doc__.split("\n")[0])
+    p.add_argument("--address", help="Ray job server, e.g. http://head:8265 (default: $RAY_ADDRESS, "
+                   "else a local Ray that lives as long as this command: use with --wait)")
+    p.add_argument("--submission-id", help="job id (default: derived from the arguments and the time)")
+    p.add_argument("--python", help="interpreter on the cluster (default: python)")
+    p.add_argument("--wait", action="store_true", help="follow the job until it ends; exit 0 if it succeeded")
+    p.add_argument("job_args", nargs=argparse.REMAINDER, help="arguments of python -m jobs.restore")
+    args = p.parse_args(argv)
+    job_argv = args.job_args[1:] if args.job_args[:1] == ["--"] else args.job_args
+    job = job_parse_args(job_argv)  # exits 2 with the job's own usage message when they are wrong
+    import os
+
+    address = args.address or os.environ.get("RAY_ADDRESS") or None
+    if address is None and not args.wait:
+        p.error("without --address (or RAY_ADDRESS) the job would die with this command: add --wait")
+    sid = args.submission_id or ("refstar-" + hashlib.sha256(shlex.join(job_argv).encode()).hexdigest()[:10]
+                                 + time.strftime("-%Y%m%d-%H%M%S", time.gmtime()))
+    if not job.job_name:
+        job_argv = [*job_argv, "--job-name", sid]
+    sub = JobSubmitter(address, args.python)
+    try:
+        req = JobRequest(sid, job.output, tuple(job.item), extra_args=tuple(a for a in job_argv), source="submit")
+        entry = [sub.python, "-m", "jobs.restore", *job_argv]
+        try:
+            sub.client.submit_job(entrypoint=shlex.join(entry), submission_id=sid, metadata=req.metadata(),
+                                  entrypoint_num_cpus=0)
+        except RuntimeError as e:
+            if "already exists" not in str(e):
+                raise
+            print(f"{sid}: already submitted", file=sys.stderr)
+        print(sid)
+        if not args.wait:
+            return 0
+        last = None
+        while True:
+            status = sub.status(sid)
+            if status != last:
+                print(f"{sid}: {status}", file=sys.stderr, flush=True)
+                last = status
+            if status in ("SUCCEEDED", "FAILED", "STOPPED"):
+                break
+            time.sleep(2)
+        sys.stderr.write(sub.logs(sid)[-4000:])
+        return 0 if last == "SUCCEEDED" else 1
+    finally:
+        sub.close()

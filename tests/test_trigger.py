@@ -190,3 +190,48 @@ def test_sigterm_hands_held_messages_back(s3_server, ray_address, tmp_path):
     bodies = [json.loads(m["Body"]) for m in r.get("Messages", [])]
     got = sorted(f"s3://{bucket}/" + b["Records"][0]["s3"]["object"]["key"].replace("%2F", "/") for b in bodies)
     assert got == sorted(keys)  # nothing lost: the next consumer gets them
+
+
+def _wait_job(client: JobSubmissionClient, sid: str, timeout: float = 300) -> str:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        status = str(client.get_job_status(sid).value)
+        if status in ("SUCCEEDED", "FAILED", "STOPPED"):
+            return status
+        time.sleep(1)
+    raise AssertionError(f"{sid} still {status}:\n{client.get_job_logs(sid)[-3000:]}")
+
+
+def test_failed_job_is_resubmitted_without_redoing_finished_items(s3_server, ray_address, tmp_path, capsys):
+    from worker.cli import main
+
+    bucket = s3_server.new_bucket()
+    video = tmp_path / "clip.mp4"
+    gop_video(FaceScene(persons=("t1_0",), size=(320, 256), face_px=110, seed=5), video, 12)
+    first, later, out = f"s3://{bucket}/in/first.mp4", f"s3://{bucket}/in/later.mp4", f"s3://{bucket}/out"
+    storage.upload_file(video, first)
+    job = ["--item", first, "--item", later, "--output", out, *JOB_ARGS.split(),
+           *[a for s in SETS for a in ("--set", s)]]
+    assert main(["submit", "--address", ray_address, "--python", sys.executable, "--", *job]) == 0
+    sid = capsys.readouterr().out.strip()
+    client = JobSubmissionClient(ray_address)
+    assert _wait_job(client, sid) == "FAILED"  # later.mp4 is not there yet: its item failed, exit 1
+    summary = json.loads(storage.read_bytes(f"{out}/_jobs/{sid}.json"))
+    assert (summary["done"], summary["failed"]) == (1, 1)
+
+    assert main(["status", "--output", out, "--address", ray_address, "--json"]) == 1  # a job failed
+    state = json.loads(capsys.readouterr().out)
+    assert [i["state"] for i in state["items"]] == ["done"]
+    assert [(j["job"], j["status"]) for j in state["jobs"]] == [(sid, "FAILED")]
+
+    storage.upload_file(video, later)
+    assert main(["status", "--output", out, "--address", ray_address, "--resubmit", "--json"]) == 0
+    retry = json.loads(capsys.readouterr().out)["resubmitted"]
+    assert retry == [f"{sid}-retry1"]
+    assert _wait_job(client, retry[0]) == "SUCCEEDED", client.get_job_logs(retry[0])[-3000:]
+    summary = json.loads(storage.read_bytes(f"{out}/_jobs/{retry[0]}.json"))
+    assert (summary["skipped"], summary["done"], summary["failed"]) == (1, 1, 0)  # first.mp4 not redone
+
+    assert main(["status", "--output", out, "--address", ray_address, "--resubmit"]) == 0
+    text = capsys.readouterr().out
+    assert "resubmitted" not in text and text.count("done") >= 2 and "SUCCEEDED" in text

@@ -37,6 +37,18 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("train", help="train the RefSTAR network (refstar train --help)", add_help=False)
     sub.add_parser("eval", help="compare restored media with the originals: PSNR/SSIM, identity, "
                    "flicker (refstar eval --help)", add_help=False)
+    # Ray entry points: their options live with the jobs (python -m jobs.restore / jobs.s3_trigger)
+    sub.add_parser("run", help="restore an archive on Ray: a local one, or the cluster this runs in "
+                   "(refstar run --help)", add_help=False)
+    sub.add_parser("submit", help="submit an archive job to a Ray cluster (refstar submit --help)", add_help=False)
+    sub.add_parser("trigger", help="consume S3 upload events from SQS, one Ray job per new item "
+                   "(refstar trigger --help)", add_help=False)
+    st = sub.add_parser("status", help="items and jobs of an output folder/prefix")
+    st.add_argument("--output", required=True, metavar="URI", help="the output folder or s3:// prefix")
+    st.add_argument("--address", metavar="URL", help="Ray job server, e.g. http://head:8265: adds job states")
+    st.add_argument("--resubmit", action="store_true",
+                    help="submit failed/stopped jobs of this output again (needs --address)")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
     c = sub.add_parser("config", help="configuration")
     csub = c.add_subparsers(dest="config_cmd", required=True)
     show = csub.add_parser("show", help="print the effective configuration as YAML")
@@ -88,12 +100,31 @@ def main(argv: list[str] | None = None) -> int:
 
         train = add_train_arguments(argparse.ArgumentParser(prog="refstar train"))
         return run_train(train.parse_args(argv[1:]))
+    if argv[:1] == ["run"]:
+        from jobs.restore import main as run_main
+
+        return run_main(argv[1:], prog="refstar run")
+    if argv[:1] == ["submit"]:
+        from jobs.submit import submit_main
+
+        return submit_main(argv[1:])
+    if argv[:1] == ["trigger"]:
+        from jobs.s3_trigger import main as trigger_main
+
+        return trigger_main(argv[1:])
     if argv[:1] == ["eval"]:
         from worker.evaluate import add_eval_arguments, run_eval
 
         ev = add_eval_arguments(argparse.ArgumentParser(prog="refstar eval"))
         return run_eval(ev.parse_args(argv[1:]))
     args = _parser().parse_args(argv)
+    if args.cmd == "status":
+        from jobs.status import run_status
+
+        if args.resubmit and not args.address:
+            print("refstar status: --resubmit needs --address (the cluster whose jobs to resubmit)", file=sys.stderr)
+            return 2
+        return run_status(args.output, args.address, args.resubmit, args.json)
     try:
         overrides = list(args.set)
         if getattr(args, "quiet", False):
