@@ -92,10 +92,12 @@ def restore_video(pools, cfg: Config, iid: str, src: Path, uri: str, out_dir: st
 
 def restore_album(pools, cfg: Config, embed_dim: int, iid: str, src: Path, uri: str, out_dir: str,
                   result: ItemResult):
-    """An album as ``worker.album_item.restore_album`` does it, images spread over actors."""
+    """An album as ``worker.album_item.restore_album`` does it, its images streamed through Ray
+    Data pipelines (analysis actors, then restore actors)."""
     from worker.album_item import AlbumBook, album_files
     from worker.media.image import is_image_name
-    from worker.ray_adapter import fan_out
+    from worker.progress import Progress
+    from worker.ray_adapter import album_analyse, album_restore
 
     root, names = album_files(src)
 
@@ -105,9 +107,10 @@ def restore_album(pools, cfg: Config, embed_dim: int, iid: str, src: Path, uri: 
     book = AlbumBook(root, names, result)
     t = time.monotonic()
     images = [n for n in names if is_image_name(n)]
-    found = dict(zip(images, fan_out(pools.analysis, "analyse_image",
-                                     [(cfg, str(root / n), uri_of(n)) for n in images],
-                                     pools.opts.in_flight_per_actor, tolerate=(MediaError,)), strict=True))
+    progress = Progress(f"{iid} analyse", len(images), unit="images", enabled=cfg.progress)
+    found = album_analyse(cfg, [{"name": n, "src": str(root / n), "uri": uri_of(n)} for n in images],
+                          pools.opts, progress=lambda: progress.update(1)) if images else {}
+    progress.done()
     for name in names:
         book.add(name, found.get(name))
     result.timings["analyse"] = time.monotonic() - t
@@ -118,21 +121,21 @@ def restore_album(pools, cfg: Config, embed_dim: int, iid: str, src: Path, uri: 
 
     t = time.monotonic()
     samples = ReportSamples.choose(book.faces, cfg.output.report_faces)
-    shared_refs = pools.share(refs)
-    calls, todo_names = [], []
+    rows = []
     for name in names:
         faces = book.to_restore(name, cfg.restore.restorer)
         if faces is None:
             storage.upload_file(root / name, storage.join(out_dir, "restored", name))  # byte-identical
             book.status.setdefault(name, "unchanged")
             continue
-        want = {k for k, f in enumerate(faces) if id(f) in samples.wanted}
-        calls.append((cfg, iid, str(root / name), uri_of(name), faces, shared_refs,
-                      storage.join(out_dir, "restored", name), want))
-        todo_names.append(name)
-    outs = fan_out(pools.restore, "restore_image", calls, pools.opts.in_flight_per_actor,
-                   tolerate=(MediaError,))
-    for name, out in zip(todo_names, outs, strict=True):
+        rows.append({"name": name, "src": str(root / name), "uri": uri_of(name), "faces": faces,
+                     "dst": storage.join(out_dir, "restored", name),
+                     "want": [k for k, f in enumerate(faces) if id(f) in samples.wanted]})
+    progress = Progress(f"{iid} restore", len(rows), unit="images", enabled=cfg.progress)
+    outs = album_restore(cfg, iid, rows, refs, pools.opts, progress=lambda: progress.update(1)) if rows else {}
+    progress.done()
+    for row in rows:
+        name, out = row["name"], outs[row["name"]]
         if isinstance(out, MediaError):
             book.fail(name, out.reason, "write")
             storage.upload_file(root / name, storage.join(out_dir, "restored", name))
@@ -258,6 +261,7 @@ def parse_args(argv: list[str] | None = None, prog: str = "python -m jobs.restor
     p.add_argument("--restore-cpus", type=float, default=1.0, help="CPUs reserved per restore actor")
     p.add_argument("--restore-gpus", type=float, default=0.0, help="GPUs per restore actor")
     p.add_argument("--segment-frames", type=int, default=250, help="minimum frames per video segment")
+    p.add_argument("--album-batch", type=int, default=8, help="images per Ray Data batch in album pipelines")
     p.add_argument("--work", help="folder/prefix for segment files (a shared one on multi-node clusters)")
     p.add_argument("--force", action="store_true", help="redo items that are already done")
     p.add_argument("--job-name", metavar="NAME", help="write the summary to <output>/_jobs/NAME.json "
@@ -288,7 +292,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m jobs.restore") ->
         print(f"error: {e}", file=sys.stderr)
         return 2
     opts = PoolOptions(args.analysis_actors, args.restore_actors, args.analysis_cpus, args.restore_cpus,
-                       args.restore_gpus, args.segment_frames)
+                       args.restore_gpus, args.segment_frames, album_batch=args.album_batch)
     started = not ray.is_initialized()
     if started:
         ray.init(address=args.address)

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import numpy as np
 import ray
 
 from worker import storage
@@ -99,6 +100,12 @@ class _Metrics:
                                  boundaries=[0.1, 0.5, 1, 2, 5, 10, 30, 60, 300], tag_keys=("stage",))
 
 
+def _thresholds(analyzer) -> tuple[float, float, int]:
+    """What planning needs from the face backend: its identity and track distance thresholds
+    and its embedding length."""
+    return analyzer.identity_max_dist, analyzer.track_max_embed_dist, analyzer.embed_dim
+
+
 class AnalysisWorker:
     """Holds face analysers (one per detect config, normally just the job's); decodes+analyses
     video segments and album images. Calls take the item's calibrated config."""
@@ -116,12 +123,8 @@ class AnalysisWorker:
             self._analyzers[cfg.detect] = make_analyzer(cfg.detect)
         return self._analyzers[cfg.detect]
 
-    def calibrate(self, cfg: Config) -> tuple[Config, int]:
-        """``cfg`` with the backend's thresholds filled in, and the embedding length."""
-        from worker.config import with_backend_defaults
-
-        a = self._analyzer(cfg)
-        return with_backend_defaults(cfg, a.identity_max_dist, a.track_max_embed_dist), a.embed_dim
+    def thresholds(self, cfg: Config) -> tuple[float, float, int]:
+        return _thresholds(self._analyzer(cfg))
 
     @_carry_errors
     def analyse_segment(self, cfg: Config, src: str, uri: str, info, seg: Segment) -> SegmentAnalysis:
@@ -215,6 +218,95 @@ class RestoreWorker:
         return [k for k, f in enumerate(faces) if f.restored], samples
 
 
+class _AlbumAnalyse:
+    """Ray Data UDF: rows ``{name, src, uri}`` -> ``+ {faces, error_file, error}``."""
+
+    def __init__(self, cfg: Config):
+        self.cfg, self.worker = cfg, AnalysisWorker(cfg)
+
+    def __call__(self, batch: dict) -> dict:
+        n = len(batch["name"])
+        faces, err_file, err = np.empty(n, dtype=object), [""] * n, [""] * n
+        for k in range(n):
+            out = self.worker.analyse_image(self.cfg, str(batch["src"][k]), str(batch["uri"][k]))
+            if isinstance(out, _Failed):
+                err_file[k], err[k] = out.file, out.reason
+            faces[k] = [] if isinstance(out, _Failed) else out
+        return {"name": batch["name"], "faces": faces, "error_file": np.array(err_file),
+                "error": np.array(err)}
+
+
+class _AlbumRestore:
+    """Ray Data UDF: rows ``{name, src, uri, faces, dst, want}`` -> ``{name, restored, samples,
+    error_file, error}``; the restorer and the item's reference features live in the actor."""
+
+    def __init__(self, cfg: Config, item: str, refs: dict):
+        self.cfg, self.item, self.refs, self.worker = cfg, item, refs, RestoreWorker(cfg)
+
+    def __call__(self, batch: dict) -> dict:
+        n = len(batch["name"])
+        restored, samples = np.empty(n, dtype=object), np.empty(n, dtype=object)
+        err_file, err = [""] * n, [""] * n
+        for k in range(n):
+            out = self.worker.restore_image(self.cfg, self.item, str(batch["src"][k]), str(batch["uri"][k]),
+                                            list(batch["faces"][k]), self.refs, str(batch["dst"][k]),
+                                            set(batch["want"][k]))
+            if isinstance(out, _Failed):
+                err_file[k], err[k] = out.file, out.reason
+                out = ([], [])
+            restored[k], samples[k] = out
+        return {"name": batch["name"], "restored": restored, "samples": samples,
+                "error_file": np.array(err_file), "error": np.array(err)}
+
+
+def _rows(ds, progress: Callable[[], None] | None) -> dict[str, dict]:
+    out = {}
+    for row in ds.iter_rows():
+        out[str(row["name"])] = row
+        if progress is not None:
+            progress()
+    return out
+
+
+def album_analyse(cfg: Config, rows: list[dict], opts: PoolOptions,
+                  progress: Callable[[], None] | None = None) -> dict[str, list[Face] | MediaError]:
+    """Faces of every album image (``rows``: name, src, uri) through a Ray Data pipeline on a
+    pool of analysis actors; an unreadable image gives its MediaError."""
+    from ray.data import ActorPoolStrategy, from_items
+
+    _quiet_data(cfg)
+    ds = from_items(rows).map_batches(
+        _AlbumAnalyse, fn_constructor_args=(cfg,), batch_size=opts.album_batch, batch_format="numpy",
+        compute=ActorPoolStrategy(min_size=1, max_size=max(1, opts.analysis_actors)),
+        num_cpus=opts.analysis_cpus)
+    return {name: MediaError(r["error_file"], r["error"]) if r["error"] else list(r["faces"])
+            for name, r in _rows(ds, progress).items()}
+
+
+def album_restore(cfg: Config, item: str, rows: list[dict], refs: dict, opts: PoolOptions,
+                  progress: Callable[[], None] | None = None) -> dict[str, tuple[list[int], list] | MediaError]:
+    """Restore and write album images (``rows``: name, src, uri, faces, dst, want) on a pool of
+    restore actors (``num_gpus`` per actor from ``opts``); per image the restored face positions
+    and report samples, or the MediaError that stopped it."""
+    from ray.data import ActorPoolStrategy, from_items
+
+    _quiet_data(cfg)
+    ds = from_items(rows).map_batches(
+        _AlbumRestore, fn_constructor_args=(cfg, item, refs), batch_size=opts.album_batch,
+        batch_format="numpy", compute=ActorPoolStrategy(min_size=1, max_size=max(1, opts.restore_actors)),
+        num_cpus=opts.restore_cpus, num_gpus=opts.restore_gpus or None)
+    return {name: MediaError(r["error_file"], r["error"]) if r["error"]
+            else ([int(k) for k in r["restored"]], list(r["samples"]))
+            for name, r in _rows(ds, progress).items()}
+
+
+def _quiet_data(cfg: Config) -> None:
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = bool(cfg.progress)
+
+
 @ray.remote(num_cpus=0, max_retries=3)
 @_carry_errors
 def _join(src: str, uri: str, info, parts: list[str], dst_uri: str) -> int:
@@ -242,26 +334,57 @@ class PoolOptions:
     restore_gpus: float = 0.0  # per restore actor; 0 on CPU machines and in tests
     segment_frames: int = 250  # minimum frames per segment (GOPs are grouped up to it)
     in_flight_per_actor: int = 2  # calls queued per actor: keeps actors busy, memory bounded
+    album_batch: int = 8  # images per Ray Data batch in album pipelines
+
+
+@ray.remote(num_cpus=0)
+def _backend_thresholds(cfg: Config) -> tuple[float, float, int]:
+    from worker.faces.base import make_analyzer
+
+    return _thresholds(make_analyzer(cfg.detect))
 
 
 class Pools:
-    """Named analysis and restore actors for one job (visible on the Ray dashboard)."""
+    """Named analysis and restore actors for one job (visible on the Ray dashboard), made on
+    first use: a job of albums only never starts the video actors."""
 
     def __init__(self, cfg: Config, opts: PoolOptions, job: str | None = None):
-        self.opts = opts
+        self.opts, self.cfg = opts, cfg
         self.job = job or uuid.uuid4().hex[:8]
-        retry = {"max_restarts": RESTARTS, "max_task_retries": RESTARTS}
-        ana, res = ray.remote(AnalysisWorker), ray.remote(RestoreWorker)
-        self.analysis = [ana.options(name=f"refstar-{self.job}-analysis-{i}",
-                                     num_cpus=opts.analysis_cpus, **retry).remote(cfg)
-                         for i in range(max(1, opts.analysis_actors))]
-        self.restore = [res.options(name=f"refstar-{self.job}-restore-{i}", num_cpus=opts.restore_cpus,
-                                    num_gpus=opts.restore_gpus, **retry).remote(cfg)
-                        for i in range(max(1, opts.restore_actors))]
+        self._analysis: list | None = None
+        self._restore: list | None = None
+        self._calibrated: dict = {}
+
+    @property
+    def analysis(self) -> list:
+        if self._analysis is None:
+            ana, o = ray.remote(AnalysisWorker), self.opts
+            self._analysis = [ana.options(name=f"refstar-{self.job}-analysis-{i}", num_cpus=o.analysis_cpus,
+                                          max_restarts=RESTARTS, max_task_retries=RESTARTS).remote(self.cfg)
+                              for i in range(max(1, o.analysis_actors))]
+        return self._analysis
+
+    @property
+    def restore(self) -> list:
+        if self._restore is None:
+            res, o = ray.remote(RestoreWorker), self.opts
+            self._restore = [res.options(name=f"refstar-{self.job}-restore-{i}", num_cpus=o.restore_cpus,
+                                         num_gpus=o.restore_gpus, max_restarts=RESTARTS,
+                                         max_task_retries=RESTARTS).remote(self.cfg)
+                             for i in range(max(1, o.restore_actors))]
+        return self._restore
 
     def calibrate(self, cfg: Config) -> tuple[Config, int]:
-        """Planning needs the backend-calibrated thresholds, which only an analyser knows."""
-        return ray.get(self.analysis[0].calibrate.remote(cfg))
+        """Planning needs the backend-calibrated thresholds, which only an analyser knows
+        (asked once per detect config and job)."""
+        from worker.config import with_backend_defaults
+
+        if cfg.detect not in self._calibrated:
+            ref = (self._analysis[0].thresholds.remote(cfg) if self._analysis
+                   else _backend_thresholds.remote(cfg))
+            self._calibrated[cfg.detect] = ray.get(ref)
+        ident, track, dim = self._calibrated[cfg.detect]
+        return with_backend_defaults(cfg, ident, track), dim
 
     @staticmethod
     def share(obj: object):
@@ -269,7 +392,7 @@ class Pools:
         return ray.put(obj)
 
     def shutdown(self) -> None:
-        for actor in self.analysis + self.restore:
+        for actor in (self._analysis or []) + (self._restore or []):
             ray.kill(actor, no_restart=True)
 
 
