@@ -23,189 +23,38 @@ from pathlib import Path
 
 from worker import archive, storage
 from worker.config import Config, ConfigError, load_config
-from worker.errors import MediaError
 from worker.records import ItemResult
-from worker.report import ReportSamples
-
-
-def restore_video(pools, cfg: Config, iid: str, src: Path, uri: str, out_dir: str, work: str,
-                  result: ItemResult, on_restore: Callable[[], None] | None = None):
-    """A video as ``worker.video_item.restore_video`` does it, in keyframe-aligned segments."""
-    from worker.media.video import probe_video
-    from worker.pipeline import count_faces, media_dict
-    from worker.plan import plan_video_item
-    from worker.progress import Progress
-    from worker.ray_adapter import fan_out, join
-    from worker.segments import merge_analyses, packet_index, plan_segments
-
-    timings, per = result.timings, pools.opts.in_flight_per_actor
-    t = time.monotonic()
-    info = probe_video(src, cfg.limits)
-    segs = plan_segments(packet_index(src), pools.opts.segment_frames)
-    progress = Progress(f"{iid} analyse", len(segs), unit="segments", enabled=cfg.progress, interval=0)
-    parts = fan_out(pools.analysis, "analyse_segment", [(cfg, str(src), uri, info, s) for s in segs],
-                    per, on_result=lambda k, r: progress.update(1))
-    progress.done()
-    analysis = merge_analyses(parts, cfg)
-    del parts
-    timings["analyse"] = time.monotonic() - t
-
-    identities, refs, by_frame = plan_video_item(analysis, cfg, timings)
-
-    t = time.monotonic()
-    samples = ReportSamples.choose(analysis.faces, cfg.output.report_faces)
-    suffix = src.suffix.lower()
-    shared_refs = pools.share(refs)
-    calls = []
-    for s in segs:
-        faces = [f for i in range(s.start, s.end) for f in by_frame.get(i, [])]
-        want = {(f.frame, k) for i in range(s.start, s.end) for k, f in enumerate(by_frame.get(i, []))
-                if id(f) in samples.wanted}
-        seg_uri = storage.join(work, f"{iid}-{s.index:05d}{suffix}")
-        calls.append((cfg, iid, str(src), uri, info, s, faces, shared_refs, seg_uri, want))
-    if on_restore is not None:
-        on_restore()
-    progress = Progress(f"{iid} restore", len(segs), unit="segments", enabled=cfg.progress, interval=0)
-    done = fan_out(pools.restore, "restore_segment", calls, per, on_result=lambda k, r: progress.update(1))
-    progress.done()
-    for part in done:
-        for frame, k in part.restored:
-            by_frame[frame][k].restored = True
-        for frame, k, before, after in part.samples:
-            face = by_frame[frame][k]
-            samples.pairs.setdefault(face.identity, []).append((face, before, after))
-    dst = storage.join(out_dir, "restored" + suffix)
-    written = join(str(src), uri, info, [p.path for p in done], dst)
-    for p in done:
-        storage.delete(p.path)
-    if written != analysis.n_frames:
-        raise MediaError(str(src), f"joined {written} frames, the analysis decoded {analysis.n_frames}")
-    timings["restore"] = time.monotonic() - t
-
-    result.counts.update(frames=analysis.n_frames, detector_frames=analysis.detector_frames,
-                         tracks=len(analysis.tracks), shot_cuts=len(analysis.cuts),
-                         segments=len(segs), **count_faces(analysis.faces, identities))
-    media = media_dict(info)
-    media["output"] = Path(dst).name
-    return identities, analysis.faces, media, samples
-
-
-def restore_album(pools, cfg: Config, embed_dim: int, iid: str, src: Path, uri: str, out_dir: str,
-                  result: ItemResult):
-    """An album as ``worker.album_item.restore_album`` does it, its images streamed through Ray
-    Data pipelines (analysis actors, then restore actors)."""
-    from worker.album_item import AlbumBook, album_files
-    from worker.media.image import is_image_name
-    from worker.progress import Progress
-    from worker.ray_adapter import album_analyse, album_restore
-
-    root, names = album_files(src)
-
-    def uri_of(name: str) -> str:
-        return storage.join(uri, name) if src.is_dir() else uri
-
-    book = AlbumBook(root, names, result)
-    t = time.monotonic()
-    images = [n for n in names if is_image_name(n)]
-    progress = Progress(f"{iid} analyse", len(images), unit="images", enabled=cfg.progress)
-    found = album_analyse(cfg, [{"name": n, "src": str(root / n), "uri": uri_of(n)} for n in images],
-                          pools.opts, progress=lambda: progress.update(1)) if images else {}
-    progress.done()
-    for name in names:
-        book.add(name, found.get(name))
-    result.timings["analyse"] = time.monotonic() - t
-
-    t = time.monotonic()
-    identities, refs = book.plan(cfg, embed_dim)  # the driver holds the local copy
-    result.timings["plan"] = time.monotonic() - t
-
-    t = time.monotonic()
-    samples = ReportSamples.choose(book.faces, cfg.output.report_faces)
-    rows = []
-    for name in names:
-        faces = book.to_restore(name, cfg.restore.restorer)
-        if faces is None:
-            storage.upload_file(root / name, storage.join(out_dir, "restored", name))  # byte-identical
-            book.status.setdefault(name, "unchanged")
-            continue
-        rows.append({"name": name, "src": str(root / name), "uri": uri_of(name), "faces": faces,
-                     "dst": storage.join(out_dir, "restored", name),
-                     "want": [k for k, f in enumerate(faces) if id(f) in samples.wanted]})
-    progress = Progress(f"{iid} restore", len(rows), unit="images", enabled=cfg.progress)
-    outs = album_restore(cfg, iid, rows, refs, pools.opts, progress=lambda: progress.update(1)) if rows else {}
-    progress.done()
-    for row in rows:
-        name, out = row["name"], outs[row["name"]]
-        if isinstance(out, MediaError):
-            book.fail(name, out.reason, "write")
-            storage.upload_file(root / name, storage.join(out_dir, "restored", name))
-            continue
-        restored, pairs = out
-        for k in restored:
-            book.by_file[name][k].restored = True
-        for k, before, after in pairs:
-            face = book.by_file[name][k]
-            samples.pairs.setdefault(face.identity, []).append((face, before, after))
-        book.status[name] = "restored"
-    result.timings["restore"] = time.monotonic() - t
-    files, media = book.finish(identities)
-    return identities, book.faces, media, files, samples
-
-
-def restore_archive_item(pools, item: archive.ArchiveItem, cfg: Config, out_root: str, work: str,
-                         tmp: Path, on_restore: Callable[[], None] | None = None) -> ItemResult:
-    """One item, like ``worker.pipeline.restore_item``: never raises for bad input; outputs
-    (refs, manifest, report) go through the same ``_publish``, ``_DONE`` last."""
-    from worker.config import to_dict
-    from worker.pipeline import _publish
-    from worker.ray_adapter import error_of
-    from worker.staging import stage_input
-
-    iid = archive.item_id(item, cfg)
-    out_dir = storage.join(out_root, iid)  # actors write the restored media straight here
-    staged = str(tmp / "out" / iid)  # refs, manifest, report: uploaded by _publish, then _DONE
-    result = ItemResult(item_id=iid, source=item.uri, kind=item.kind, output=out_dir)
-    result.restorer = {"name": cfg.restore.restorer}  # per-item adaptation is single-machine only
-    identities, faces, media, files, samples = [], [], {}, [], ReportSamples()
-    t0 = time.monotonic()
-    try:
-        cfg, embed_dim = pools.calibrate(cfg)
-        storage.remove_tree_marker(out_dir)
-        local = stage_input(item.uri, tmp / "in", cfg)
-        if item.kind == "video":
-            identities, faces, media, samples = restore_video(pools, cfg, iid, local, item.uri, out_dir,
-                                                              work, result, on_restore)
-        else:
-            identities, faces, media, files, samples = restore_album(pools, cfg, embed_dim, iid, local,
-                                                                     item.uri, out_dir, result)
-    except Exception as e:  # one bad item never sinks the job; the manifest keeps the evidence
-        result.status = "failed"
-        result.errors.append(error_of(e, item.uri))
-    result.timings["total"] = time.monotonic() - t0
-    if result.status == "ok" and result.errors:
-        result.status = "partial"
-    try:
-        _publish(staged, result, identities, faces, media, files, samples, to_dict(cfg), final_dir=out_dir)
-    except Exception as e:  # noqa: BLE001 - storage outage while publishing: the item failed
-        result.status = "failed"
-        result.errors.append(error_of(e, item.uri))
-    return result
 
 
 def run_job(items: list[archive.ArchiveItem], out_root: str, config_file: str | None, sets: list[str],
             opts, work: str | None = None, force: bool = False,
             on_restore: Callable[[], None] | None = None, pools=None, job_name: str | None = None) -> dict:
     """Restore ``items`` into ``out_root``; returns the job summary, also written to
-    ``_jobs/<job_name>.json`` there (``_job_summary.json`` without a name)."""
+    ``_jobs/<job_name>.json`` there (``_job_summary.json`` without a name).
+
+    With ``identity.link_archive`` every item is analysed and planned before any is restored,
+    the identities of all items are linked into archive-wide persons, and each person's best
+    references are shared by all their appearances (the driver holds every item's face records
+    and staged input meanwhile)."""
+    from jobs.items import finish_item, start_item
     from worker.ray_adapter import Pools
 
     t0 = time.monotonic()
     base = load_config(config_file, sets)
+    link = base.identity.link_archive
     tmp_root = Path(tempfile.mkdtemp(prefix="refstar-job-"))
     work = work or str(tmp_root / "segments")
     storage.makedirs(work)
     own_pools = pools is None
     rows: list[tuple[archive.ArchiveItem, ItemResult]] = []
+    started = []
+    persons: list = []
+
+    def log(n: int, res: ItemResult) -> None:
+        print(f"[{n}/{len(items)}] {res.item_id}: {res.status} in {res.timings.get('total', 0):.1f} s "
+              f"{json.dumps(res.counts)}" + "".join(f"\n  error: {e}" for e in res.errors),
+              file=sys.stderr, flush=True)
+
     try:
         for n, item in enumerate(items, 1):
             try:
@@ -228,21 +77,55 @@ def run_job(items: list[archive.ArchiveItem], out_root: str, config_file: str | 
                 pools = Pools(base, opts)
             tmp = tmp_root / f"item-{n}"
             tmp.mkdir()
-            res = restore_archive_item(pools, item, cfg, out_root, work, tmp, on_restore)
+            st = start_item(pools, item, cfg, out_root, work, tmp, on_restore)
+            if link:
+                started.append((n, st, tmp))
+                continue
+            res = finish_item(st)
             shutil.rmtree(tmp, ignore_errors=True)
             rows.append((item, res))
-            print(f"[{n}/{len(items)}] {iid}: {res.status} in {res.timings.get('total', 0):.1f} s "
-                  f"{json.dumps(res.counts)}" + "".join(f"\n  error: {e}" for e in res.errors),
-                  file=sys.stderr, flush=True)
+            log(n, res)
+        if started:
+            persons = _link(started, base)
+        for n, st, tmp in started:
+            res = finish_item(st)
+            shutil.rmtree(tmp, ignore_errors=True)
+            rows.append((st.item, res))
+            log(n, res)
     finally:
         if own_pools and pools is not None:
             pools.shutdown()
         shutil.rmtree(tmp_root, ignore_errors=True)
     summary = archive.summarise(rows, time.monotonic() - t0)
     summary["job"] = job_name
+    if link:
+        summary["persons"] = persons
     where = storage.join(out_root, "_jobs", f"{job_name}.json") if job_name else storage.join(out_root, "_job_summary.json")
     storage.write_atomic(where, json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+def _link(started: list, base: Config) -> list[dict]:
+    """Link the planned items' identities into persons (per face backend: embeddings of two
+    backends are not comparable) and share references; the persons for the job summary."""
+    from worker.archive_identity import link, share_references
+
+    ok = [st for _, st, _ in started if st.finish is not None]
+    out = []
+    for detect in {st.cfg.detect for st in ok}:
+        group = [st for st in ok if st.cfg.detect == detect]
+        by_item = {st.result.item_id: st.identities for st in group}
+        cfg = group[0].cfg
+        max_dist = base.identity.link_max_dist or cfg.identity.max_dist
+        persons = link(by_item, max_dist)
+        share_references(by_item, persons, cfg.references,
+                         crop_size={st.result.item_id: st.cfg.restore.crop_size for st in group})
+        uri = {st.result.item_id: st.item.uri for st in group}
+        out += [{"person": p.id, "members": [{"item": i, "uri": uri[i], "identity": k} for i, k in p.members]}
+                for p in persons]
+        print(f"linked {sum(len(v) for v in by_item.values())} identities of {len(group)} items into "
+              f"{len(persons)} persons", file=sys.stderr, flush=True)
+    return out
 
 
 def parse_args(argv: list[str] | None = None, prog: str = "python -m jobs.restore") -> argparse.Namespace:

@@ -172,3 +172,31 @@ def test_killed_restorer_still_completes(job, inputs, tmp_path):
     assert summary["done"] == 1, summary
     assert after != before  # the actor really died and was restarted
     assert summary["frames"] == 36
+
+
+def test_identities_linked_across_the_archive(cluster, inputs, tmp_path):
+    """hanks is in both videos and the album, t1_2 in one video and the album: linked, they
+    become archive persons whose appearances all use the same pooled references."""
+    gt = make_album(tmp_path / "gt")  # the same album as the archive's: its ground truth
+    people = {p for who in gt["faces"].values() for p in who} | {"t1_2", "hanks"}
+    items = [i for i in archive.list_prefix(str(inputs)) if not i.uri.endswith("broken.mp4")]
+    out = tmp_path / "out"
+    sets = [*SETS, "identity.link_archive=true"]
+    summary = run_job(items, str(out), None, sets, PoolOptions(1, 1, 0.5, 0.5, 0.0, 12))
+    assert summary["done"] == 3, summary
+    persons = summary["persons"]
+    assert len(persons) == len(people)
+    spans = sorted(len({m["item"] for m in p["members"]}) for p in persons if len(p["members"]) > 1)
+    assert spans == [2, 3]
+    for p in persons:
+        assert len({m["item"] for m in p["members"]}) == len(p["members"])  # one identity per item
+        refs = []
+        for m in p["members"]:
+            man = json.loads((out / m["item"] / "manifest.json").read_text())
+            ident = next(i for i in man["identities"] if i["id"] == m["identity"])
+            assert ident["person"] == p["person"]
+            refs.append({(r.get("origin") or m["item"], r["frame"], r["source"]) for r in ident["references"]})
+        assert all(r == refs[0] for r in refs), p  # the same references for every appearance
+    # linked outputs depend on the archive: they never pass for an unlinked run's items
+    plain = load_config(None, SETS)
+    assert not {archive.item_id(i, plain) for i in items} & {p.name for p in out.iterdir()}

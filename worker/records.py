@@ -74,6 +74,7 @@ class Reference:
     pitch: float  # degrees
     crop: np.ndarray  # (S, S, 3) BGR uint8, aligned to the restoration template
     quality_parts: dict[str, float] = field(default_factory=dict)
+    origin: str = ""  # item id it was cut from when another item of the archive gave it; "" = this item
 
 
 @dataclass
@@ -85,6 +86,7 @@ class Identity:
     n_tracks: int
     centroid: np.ndarray  # (D,) float32 unit-norm mean embedding
     references: list[Reference] = field(default_factory=list)
+    person: str = ""  # archive-wide person id when the job links identities across items
 
 
 @dataclass

@@ -6,6 +6,7 @@ differ in pose from those already chosen and must not be a near-duplicate crop o
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from dataclasses import dataclass
 
@@ -64,34 +65,47 @@ def _crop_dist(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(small(a).astype(np.float32) - small(b).astype(np.float32)).mean() / 255)
 
 
-def select_references(identity: int, candidates: list[Candidate], cfg: ReferenceConfig) -> list[Reference]:
-    """Top-``cfg.top_k`` references of one identity, best first.
-
-    First pass: best quality first, each new one at least ``min_pose_gap`` degrees from the chosen
-    ones. Second pass fills the remaining slots by quality alone. Both passes refuse crops within
-    ``min_crop_dist`` of a chosen one, and anything under the size and quality gates.
-    """
-    ok = [c for c in candidates
-          if c.face.size >= cfg.min_face_px and c.face.quality >= cfg.min_quality]
-    ok.sort(key=lambda c: -c.face.quality)
-    chosen: list[Candidate] = []
+def _diverse(ranked: list, cfg: ReferenceConfig, pose_of, crop_of) -> list:
+    """Up to ``cfg.top_k`` of ``ranked`` (best first): first pass each new one at least
+    ``min_pose_gap`` degrees from the chosen ones, second pass by rank alone; both refuse crops
+    within ``min_crop_dist`` of a chosen one."""
+    chosen: list = []
     for need_pose_gap in (True, False):
-        for cand in ok:
+        for cand in ranked:
             if len(chosen) >= cfg.top_k:
                 break
             if any(cand is c for c in chosen):
                 continue
-            if need_pose_gap and any(_pose_gap(cand.face, c.face) < cfg.min_pose_gap for c in chosen):
+            if need_pose_gap and any(_pose_gap(pose_of(cand), pose_of(c)) < cfg.min_pose_gap for c in chosen):
                 continue
-            if any(_crop_dist(cand.crop, c.crop) < cfg.min_crop_dist for c in chosen):
+            if any(_crop_dist(crop_of(cand), crop_of(c)) < cfg.min_crop_dist for c in chosen):
                 continue
             chosen.append(cand)
+    return chosen
+
+
+def select_references(identity: int, candidates: list[Candidate], cfg: ReferenceConfig) -> list[Reference]:
+    """Top-``cfg.top_k`` references of one identity, best first: gated (size, quality), ranked by
+    quality, diverse in pose, no near-duplicate crops (see ``_diverse``)."""
+    ok = [c for c in candidates
+          if c.face.size >= cfg.min_face_px and c.face.quality >= cfg.min_quality]
+    ok.sort(key=lambda c: -c.face.quality)
+    chosen = _diverse(ok, cfg, lambda c: c.face, lambda c: c.crop)
     return [
         Reference(ref_id=f"{identity}/{rank}", identity=identity, rank=rank, frame=c.face.frame,
                   pts=c.face.pts, source=c.face.source, quality=c.face.quality, yaw=c.face.yaw,
                   pitch=c.face.pitch, crop=c.crop, quality_parts=dict(c.face.quality_parts))
         for rank, c in enumerate(chosen)
     ]
+
+
+def pool_references(identity: int, pooled: list[Reference], cfg: ReferenceConfig) -> list[Reference]:
+    """One person's references chosen again from the references several items found for them
+    (already gated), by the same rules, renumbered for ``identity``; ``origin`` is kept."""
+    ranked = sorted(pooled, key=lambda r: (-r.quality, r.origin, r.frame, r.source))
+    chosen = _diverse(ranked, cfg, lambda r: r, lambda r: r.crop)
+    return [dataclasses.replace(r, ref_id=f"{identity}/{rank}", identity=identity, rank=rank)
+            for rank, r in enumerate(chosen)]
 
 
 def choose_reference(face: Face, refs: list[Reference]) -> Reference | None:

@@ -42,11 +42,13 @@ def build_manifest(result: ItemResult, identities: list[Identity], faces: list[F
         "media": media, "counts": result.counts, "restorer": result.restorer,
         "identities": [{
             "id": ident.id, "n_faces": ident.n_faces, "n_tracks": ident.n_tracks,
+            **({"person": ident.person} if ident.person else {}),
             "references": [{
                 "ref_id": r.ref_id, "path": f"refs/{r.ref_id}.png", "rank": r.rank,
                 "frame": r.frame, "pts": r.pts, "source": r.source, "quality": _r(r.quality, 3),
                 "quality_parts": {k: _r(v, 3) for k, v in r.quality_parts.items()},
                 "yaw": _r(r.yaw, 1), "pitch": _r(r.pitch, 1),
+                **({"origin": r.origin} if r.origin else {}),
             } for r in ident.references],
         } for ident in identities],
         "faces": [face_record(f) for f in faces],

@@ -1,0 +1,236 @@
+"""The items of an archive job, in two steps: ``start_item`` stages, analyses and plans an item
+(who is who, which faces become references); ``finish_item`` restores and publishes it. The
+archive job runs them back to back, or, when it links identities across the archive, starts
+every item before finishing any (``worker.archive_identity`` works in between).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from worker import archive, storage
+from worker.config import Config
+from worker.errors import MediaError
+from worker.records import Face, Identity, ItemResult
+from worker.report import ReportSamples
+
+
+def plan_video(pools, cfg: Config, iid: str, src: Path, uri: str, out_dir: str, work: str,
+               result: ItemResult, on_restore: Callable[[], None] | None = None):
+    """A video as ``worker.video_item.restore_video`` does it, in keyframe-aligned segments:
+    analysed and planned now; returns its identities, faces and the restore pass to run later."""
+    from worker.media.video import probe_video
+    from worker.plan import plan_video_item
+    from worker.progress import Progress
+    from worker.ray_adapter import fan_out
+    from worker.segments import merge_analyses, packet_index, plan_segments
+
+    timings, per = result.timings, pools.opts.in_flight_per_actor
+    t = time.monotonic()
+    info = probe_video(src, cfg.limits)
+    segs = plan_segments(packet_index(src), pools.opts.segment_frames)
+    progress = Progress(f"{iid} analyse", len(segs), unit="segments", enabled=cfg.progress, interval=0)
+    parts = fan_out(pools.analysis, "analyse_segment", [(cfg, str(src), uri, info, s) for s in segs],
+                    per, on_result=lambda k, r: progress.update(1))
+    progress.done()
+    analysis = merge_analyses(parts, cfg)
+    del parts
+    timings["analyse"] = time.monotonic() - t
+
+    identities, _, by_frame = plan_video_item(analysis, cfg, timings)
+    return identities, analysis.faces, functools.partial(
+        _restore_video, pools, cfg, iid, src, uri, out_dir, work, result, on_restore, info, segs,
+        analysis, identities, by_frame)
+
+
+def _restore_video(pools, cfg, iid, src, uri, out_dir, work, result, on_restore, info, segs, analysis,
+                   identities, by_frame):
+    from worker.pipeline import count_faces, media_dict
+    from worker.plan import assign_references
+    from worker.progress import Progress
+    from worker.ray_adapter import fan_out, join
+
+    timings, per = result.timings, pools.opts.in_flight_per_actor
+    refs = assign_references(analysis.faces, identities, cfg)  # linking may have changed them
+    t = time.monotonic()
+    samples = ReportSamples.choose(analysis.faces, cfg.output.report_faces)
+    suffix = src.suffix.lower()
+    shared_refs = pools.share(refs)
+    calls = []
+    for s in segs:
+        faces = [f for i in range(s.start, s.end) for f in by_frame.get(i, [])]
+        want = {(f.frame, k) for i in range(s.start, s.end) for k, f in enumerate(by_frame.get(i, []))
+                if id(f) in samples.wanted}
+        seg_uri = storage.join(work, f"{iid}-{s.index:05d}{suffix}")
+        calls.append((cfg, iid, str(src), uri, info, s, faces, shared_refs, seg_uri, want))
+    if on_restore is not None:
+        on_restore()
+    progress = Progress(f"{iid} restore", len(segs), unit="segments", enabled=cfg.progress, interval=0)
+    done = fan_out(pools.restore, "restore_segment", calls, per, on_result=lambda k, r: progress.update(1))
+    progress.done()
+    for part in done:
+        for frame, k in part.restored:
+            by_frame[frame][k].restored = True
+        for frame, k, before, after in part.samples:
+            face = by_frame[frame][k]
+            samples.pairs.setdefault(face.identity, []).append((face, before, after))
+    dst = storage.join(out_dir, "restored" + suffix)
+    written = join(str(src), uri, info, [p.path for p in done], dst)
+    for p in done:
+        storage.delete(p.path)
+    if written != analysis.n_frames:
+        raise MediaError(str(src), f"joined {written} frames, the analysis decoded {analysis.n_frames}")
+    timings["restore"] = time.monotonic() - t
+
+    result.counts.update(frames=analysis.n_frames, detector_frames=analysis.detector_frames,
+                         tracks=len(analysis.tracks), shot_cuts=len(analysis.cuts),
+                         segments=len(segs), **count_faces(analysis.faces, identities))
+    media = media_dict(info)
+    media["output"] = Path(dst).name
+    return media, [], samples
+
+
+def plan_album(pools, cfg: Config, embed_dim: int, iid: str, src: Path, uri: str, out_dir: str,
+               result: ItemResult):
+    """An album as ``worker.album_item.restore_album`` does it, its images streamed through Ray
+    Data pipelines: analysed and planned now (analysis actors); returns its identities, faces and
+    the restore pass (restore actors) to run later."""
+    from worker.album_item import AlbumBook, album_files
+    from worker.media.image import is_image_name
+    from worker.progress import Progress
+    from worker.ray_adapter import album_analyse
+
+    root, names = album_files(src)
+
+    def uri_of(name: str) -> str:
+        return storage.join(uri, name) if src.is_dir() else uri
+
+    book = AlbumBook(root, names, result)
+    t = time.monotonic()
+    images = [n for n in names if is_image_name(n)]
+    progress = Progress(f"{iid} analyse", len(images), unit="images", enabled=cfg.progress)
+    found = album_analyse(cfg, [{"name": n, "src": str(root / n), "uri": uri_of(n)} for n in images],
+                          pools.opts, progress=lambda: progress.update(1)) if images else {}
+    progress.done()
+    for name in names:
+        book.add(name, found.get(name))
+    result.timings["analyse"] = time.monotonic() - t
+
+    t = time.monotonic()
+    identities, _ = book.plan(cfg, embed_dim)  # the driver holds the local copy
+    result.timings["plan"] = time.monotonic() - t
+    return identities, book.faces, functools.partial(_restore_album, pools, cfg, iid, root, names,
+                                                     uri_of, out_dir, result, book, identities)
+
+
+def _restore_album(pools, cfg, iid, root, names, uri_of, out_dir, result, book, identities):
+    from worker.plan import assign_references
+    from worker.progress import Progress
+    from worker.ray_adapter import album_restore
+
+    refs = assign_references(book.faces, identities, cfg)  # linking may have changed them
+    t = time.monotonic()
+    samples = ReportSamples.choose(book.faces, cfg.output.report_faces)
+    rows = []
+    for name in names:
+        faces = book.to_restore(name, cfg.restore.restorer)
+        if faces is None:
+            storage.upload_file(root / name, storage.join(out_dir, "restored", name))  # byte-identical
+            book.status.setdefault(name, "unchanged")
+            continue
+        rows.append({"name": name, "src": str(root / name), "uri": uri_of(name), "faces": faces,
+                     "dst": storage.join(out_dir, "restored", name),
+                     "want": [k for k, f in enumerate(faces) if id(f) in samples.wanted]})
+    progress = Progress(f"{iid} restore", len(rows), unit="images", enabled=cfg.progress)
+    outs = album_restore(cfg, iid, rows, refs, pools.opts, progress=lambda: progress.update(1)) if rows else {}
+    progress.done()
+    for row in rows:
+        name, out = row["name"], outs[row["name"]]
+        if isinstance(out, MediaError):
+            book.fail(name, out.reason, "write")
+            storage.upload_file(root / name, storage.join(out_dir, "restored", name))
+            continue
+        restored, pairs = out
+        for k in restored:
+            book.by_file[name][k].restored = True
+        for k, before, after in pairs:
+            face = book.by_file[name][k]
+            samples.pairs.setdefault(face.identity, []).append((face, before, after))
+        book.status[name] = "restored"
+    result.timings["restore"] = time.monotonic() - t
+    files, media = book.finish(identities)
+    return media, files, samples
+
+
+@dataclass
+class Started:
+    """An item analysed and planned, its restore pass still to run (``finish`` is None when it
+    already failed)."""
+
+    item: archive.ArchiveItem
+    cfg: Config  # calibrated to the face backend
+    result: ItemResult
+    staged: str  # local folder for refs, manifest and report until _publish uploads them
+    t0: float
+    identities: list[Identity] = field(default_factory=list)
+    faces: list[Face] = field(default_factory=list)
+    finish: Callable[[], tuple] | None = None
+
+
+def start_item(pools, item: archive.ArchiveItem, cfg: Config, out_root: str, work: str, tmp: Path,
+               on_restore: Callable[[], None] | None = None) -> Started:
+    """Stage, analyse and plan one item; never raises for bad input (the failure is recorded)."""
+    from worker.ray_adapter import error_of
+    from worker.staging import stage_input
+
+    iid = archive.item_id(item, cfg)
+    out_dir = storage.join(out_root, iid)  # actors write the restored media straight here
+    result = ItemResult(item_id=iid, source=item.uri, kind=item.kind, output=out_dir)
+    result.restorer = {"name": cfg.restore.restorer}  # per-item adaptation is single-machine only
+    st = Started(item, cfg, result, str(tmp / "out" / iid), time.monotonic())
+    try:
+        st.cfg, embed_dim = pools.calibrate(cfg)
+        storage.remove_tree_marker(out_dir)
+        local = stage_input(item.uri, tmp / "in", st.cfg)
+        if item.kind == "video":
+            st.identities, st.faces, st.finish = plan_video(pools, st.cfg, iid, local, item.uri, out_dir,
+                                                            work, result, on_restore)
+        else:
+            st.identities, st.faces, st.finish = plan_album(pools, st.cfg, embed_dim, iid, local,
+                                                            item.uri, out_dir, result)
+    except Exception as e:  # one bad item never sinks the job; the manifest keeps the evidence
+        result.status = "failed"
+        result.errors.append(error_of(e, item.uri))
+    return st
+
+
+def finish_item(st: Started) -> ItemResult:
+    """Restore a started item and publish it like ``worker.pipeline.restore_item`` (refs,
+    manifest, report through the same ``_publish``, ``_DONE`` last)."""
+    from worker.config import to_dict
+    from worker.pipeline import _publish
+    from worker.ray_adapter import error_of
+
+    result = st.result
+    media, files, samples = {}, [], ReportSamples()
+    if st.finish is not None:
+        try:
+            media, files, samples = st.finish()
+        except Exception as e:  # noqa: BLE001 - as in start_item
+            result.status = "failed"
+            result.errors.append(error_of(e, st.item.uri))
+    result.timings["total"] = time.monotonic() - st.t0
+    if result.status == "ok" and result.errors:
+        result.status = "partial"
+    identities, faces = (st.identities, st.faces) if st.finish is not None else ([], [])
+    try:
+        _publish(st.staged, result, identities, faces, media, files, samples, to_dict(st.cfg),
+                 final_dir=result.output)
+    except Exception as e:  # noqa: BLE001 - storage outage while publishing: the item failed
+        result.status = "failed"
+        result.errors.append(error_of(e, st.item.uri))
+    return result
