@@ -53,9 +53,13 @@ def _restore_video(pools, cfg, iid, src, uri, out_dir, work, result, on_restore,
     from worker.plan import assign_references
     from worker.progress import Progress
     from worker.ray_adapter import fan_out, join
+    from worker.video_item import adaptation_crops
 
     timings, per = result.timings, pools.opts.in_flight_per_actor
     refs = assign_references(analysis.faces, identities, cfg)  # linking may have changed them
+    adapted = _adapt(pools, cfg, adaptation_crops(analysis), result)
+    if adapted is not None:
+        adapted = pools.share(adapted)  # once in the object store for every segment call
     t = time.monotonic()
     samples = ReportSamples.choose(analysis.faces, cfg.output.report_faces)
     suffix = src.suffix.lower()
@@ -66,7 +70,7 @@ def _restore_video(pools, cfg, iid, src, uri, out_dir, work, result, on_restore,
         want = {(f.frame, k) for i in range(s.start, s.end) for k, f in enumerate(by_frame.get(i, []))
                 if id(f) in samples.wanted}
         seg_uri = storage.join(work, f"{iid}-{s.index:05d}{suffix}")
-        calls.append((cfg, iid, str(src), uri, info, s, faces, shared_refs, seg_uri, want))
+        calls.append((cfg, iid, str(src), uri, info, s, faces, shared_refs, seg_uri, want, adapted))
     if on_restore is not None:
         on_restore()
     progress = Progress(f"{iid} restore", len(segs), unit="segments", enabled=cfg.progress, interval=0)
@@ -133,6 +137,7 @@ def _restore_album(pools, cfg, iid, root, names, uri_of, out_dir, result, book, 
     from worker.ray_adapter import album_restore
 
     refs = assign_references(book.faces, identities, cfg)  # linking may have changed them
+    adapted = _adapt(pools, cfg, book.adapt_crops, result)
     t = time.monotonic()
     samples = ReportSamples.choose(book.faces, cfg.output.report_faces)
     rows = []
@@ -146,7 +151,7 @@ def _restore_album(pools, cfg, iid, root, names, uri_of, out_dir, result, book, 
                      "dst": storage.join(out_dir, "restored", name),
                      "want": [k for k, f in enumerate(faces) if id(f) in samples.wanted]})
     progress = Progress(f"{iid} restore", len(rows), unit="images", enabled=cfg.progress)
-    outs = album_restore(cfg, iid, rows, refs, pools.opts, progress=lambda: progress.update(1)) if rows else {}
+    outs = album_restore(cfg, iid, rows, refs, pools.opts, adapted, progress=lambda: progress.update(1)) if rows else {}
     progress.done()
     for row in rows:
         name, out = row["name"], outs[row["name"]]
@@ -164,6 +169,20 @@ def _restore_album(pools, cfg, iid, root, names, uri_of, out_dir, result, book, 
     result.timings["restore"] = time.monotonic() - t
     files, media = book.finish(identities)
     return media, files, samples
+
+
+def _adapt(pools, cfg: Config, crops: dict, result: ItemResult) -> tuple | None:
+    """With ``restorer=refstar`` and ``restore.adapt``: ``(net or None, info)``, the item's
+    adapted net (None otherwise)."""
+    if not (cfg.restore.restorer == "refstar" and cfg.restore.adapt):
+        return None
+    from worker.ray_adapter import adapt_item
+
+    t = time.monotonic()
+    net, result.restorer = adapt_item(crops, cfg, pools.opts)
+    if net is not None:
+        result.timings["adapt"] = time.monotonic() - t
+    return net, result.restorer
 
 
 @dataclass
@@ -190,7 +209,7 @@ def start_item(pools, item: archive.ArchiveItem, cfg: Config, out_root: str, wor
     iid = archive.item_id(item, cfg)
     out_dir = storage.join(out_root, iid)  # actors write the restored media straight here
     result = ItemResult(item_id=iid, source=item.uri, kind=item.kind, output=out_dir)
-    result.restorer = {"name": cfg.restore.restorer}  # per-item adaptation is single-machine only
+    result.restorer = {"name": cfg.restore.restorer}
     st = Started(item, cfg, result, str(tmp / "out" / iid), time.monotonic())
     try:
         st.cfg, embed_dim = pools.calibrate(cfg)

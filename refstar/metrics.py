@@ -1,4 +1,4 @@
-"""Image-quality metrics for restored face crops: PSNR, SSIM and temporal flicker.
+"""Metrics for restored face crops: PSNR, SSIM, identity similarity and temporal flicker.
 
 Images are (H, W, 3) or (H, W) arrays, either uint8 0..255 or float 0..1 (both arguments of one
 call in the same convention); channel order does not matter for PSNR and is taken as BGR for the
@@ -63,7 +63,27 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float(s.mean())
 
 
-def _mean_change(seq: Sequence[np.ndarray]) -> float:
+def identity_similarity(a: np.ndarray, b: np.ndarray) -> float | np.ndarray:
+    """Cosine similarity of face embeddings (any backend: dlib 128-d, ArcFace 512-d, ...).
+
+    a, b: (D,) vectors -> a float; or (N, D) and (N, D) -> (N,) float64, row by row; (N, D)
+    against one (D,) vector also gives (N,). Embeddings need not be unit norm. 1.0 = same
+    direction; a zero vector gives 0.0. What counts as "the same person" depends on the backend
+    (e.g. dlib ~0.9 and above, ArcFace ~0.5 and above).
+    """
+    x, y = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if x.shape[-1] != y.shape[-1]:
+        raise ValueError(f"embedding lengths differ: {x.shape} vs {y.shape}")
+    dot = (x * y).sum(-1)
+    norms = np.linalg.norm(x, axis=-1) * np.linalg.norm(y, axis=-1)
+    sim = np.where(norms > 0, dot / np.where(norms > 0, norms, 1.0), 0.0)
+    return float(sim) if np.ndim(sim) == 0 else sim
+
+
+def temporal_change(seq: Sequence[np.ndarray]) -> float:
+    """Mean absolute frame-to-frame change, 0..1 scale: mean over t of mean |seq[t+1] - seq[t]|.
+
+    seq: crops of one track over consecutive frames (equal shapes). Fewer than two give 0."""
     if len(seq) < 2:
         return 0.0
     frames = [_unit(f) for f in seq]
@@ -81,4 +101,4 @@ def flicker(seq_restored: Sequence[np.ndarray], seq_original: Sequence[np.ndarra
     """
     if len(seq_restored) != len(seq_original):
         raise ValueError(f"sequence lengths differ: {len(seq_restored)} vs {len(seq_original)}")
-    return _mean_change(seq_restored) - _mean_change(seq_original)
+    return temporal_change(seq_restored) - temporal_change(seq_original)

@@ -200,3 +200,18 @@ def test_identities_linked_across_the_archive(cluster, inputs, tmp_path):
     # linked outputs depend on the archive: they never pass for an unlinked run's items
     plain = load_config(None, SETS)
     assert not {archive.item_id(i, plain) for i in items} & {p.name for p in out.iterdir()}
+
+
+def test_refstar_adapted_per_item_on_ray(cluster, inputs, tmp_path):
+    """restorer=refstar adapts a net on each item's own faces in a task, and the restore actors
+    (and the album's Ray Data actors) restore with it."""
+    items = [i for i in archive.list_prefix(str(inputs)) if i.uri.endswith(("one.mp4", "album"))]
+    sets = [*SETS, "restorer=refstar", "restore.adapt_steps=6", "restore.adapt_preset=tiny",
+            "restore.adapt_size=64"]
+    summary = run_job(items, str(tmp_path), None, sets, PoolOptions(1, 1, 0.5, 0.5, 0.0, 12))
+    assert summary["done"] == 2, summary
+    for row in summary["results"]:
+        man = json.loads(Path(row["output"], "manifest.json").read_text())
+        assert man["restorer"]["name"] == "refstar" and man["restorer"]["adapted"], man["restorer"]
+        assert man["restorer"]["steps"] == 6 and man["timings"]["adapt"] > 0
+        assert man["counts"]["faces_restored"] > 0

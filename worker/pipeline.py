@@ -53,32 +53,48 @@ class Engine:
         if not self.adapting:
             result.restorer = {"name": self.restorer.name}
             return self.restorer
-        from refstar.adapt import adapt_report
-        from refstar.degradations import rescale_ranges
-        from refstar.refstar_restorer import RefSTARRestorer
-        from refstar.restorer import make_restorer
-        from refstar.training.dataset import ADAPT_RANGES
-
         t = time.monotonic()
-        # the net sees crop_size crops shrunk to adapt_size, so it must learn the degradations
-        # the item's faces have at that scale, not the recipe's at full scale
-        ranges = rescale_ranges(ADAPT_RANGES, r.adapt_size / self.cfg.restore.crop_size)
-        try:
-            net, rep = adapt_report(crops_by_identity, preset=r.adapt_preset, steps=r.adapt_steps,
-                                    time_budget_s=r.adapt_time_s, init=r.checkpoint or None,
-                                    size=r.adapt_size, device=r.device, ranges=ranges,
-                                    log=(lambda line: print(f"adapt: {line}", flush=True))
-                                    if self.cfg.progress else None)
-        except ValueError as e:  # no person with two usable crops
-            name = "refstar" if r.checkpoint else "guided"
-            result.restorer = {"name": name, "adapted": False, "why": str(e)}
-            return make_restorer(name, device=r.device, checkpoint=r.checkpoint, strength=r.strength)
-        result.timings["adapt"] = time.monotonic() - t
-        result.restorer = {"name": "refstar", "adapted": True, "init": r.checkpoint or None,
-                           "steps": rep.steps, "seconds": round(rep.seconds, 1),
-                           "identities": rep.identities, "crops": rep.crops,
-                           "losses": {k: round(float(v), 5) for k, v in rep.losses.items()}}
-        return RefSTARRestorer(net, work_size=net.cfg.size, device=r.device)
+        net, result.restorer = adapt_net(crops_by_identity, self.cfg)
+        if net is not None:
+            result.timings["adapt"] = time.monotonic() - t
+        return item_restorer_from(net, result.restorer, r)
+
+
+def adapt_net(crops_by_identity: dict[int, list[np.ndarray]], cfg: Config):
+    """RefSTAR adapted on one item's sharp faces (``restore.adapt_*`` budget), and what the
+    manifest says about it; ``(None, info)`` when no person has two usable crops, ``info["name"]``
+    then naming the fallback restorer (the checkpoint as is, or ``guided``)."""
+    from refstar.adapt import adapt_report
+    from refstar.degradations import rescale_ranges
+    from refstar.training.dataset import ADAPT_RANGES
+
+    r = cfg.restore
+    # the net sees crop_size crops shrunk to adapt_size, so it must learn the degradations
+    # the item's faces have at that scale, not the recipe's at full scale
+    ranges = rescale_ranges(ADAPT_RANGES, r.adapt_size / r.crop_size)
+    try:
+        net, rep = adapt_report(crops_by_identity, preset=r.adapt_preset, steps=r.adapt_steps,
+                                time_budget_s=r.adapt_time_s, init=r.checkpoint or None,
+                                size=r.adapt_size, device=r.device, ranges=ranges,
+                                log=(lambda line: print(f"adapt: {line}", flush=True))
+                                if cfg.progress else None)
+    except ValueError as e:  # no person with two usable crops
+        return None, {"name": "refstar" if r.checkpoint else "guided", "adapted": False, "why": str(e)}
+    return net, {"name": "refstar", "adapted": True, "init": r.checkpoint or None,
+                 "steps": rep.steps, "seconds": round(rep.seconds, 1),
+                 "identities": rep.identities, "crops": rep.crops,
+                 "losses": {k: round(float(v), 5) for k, v in rep.losses.items()}}
+
+
+def item_restorer_from(net, info: dict, r):
+    """The ``Restorer`` for an item from :func:`adapt_net`'s answer (``r``: RestoreConfig)."""
+    from refstar.restorer import make_restorer
+
+    if net is None:
+        return make_restorer(info["name"], device=r.device, checkpoint=r.checkpoint, strength=r.strength)
+    from refstar.refstar_restorer import RefSTARRestorer
+
+    return RefSTARRestorer(net, work_size=net.cfg.size, device=r.device)
 
 
 def restore_item(src: str | Path, out_root: str, cfg: Config, *, engine: Engine | None = None,

@@ -147,7 +147,8 @@ class RestoreWorker:
 
     def __init__(self, cfg: Config):
         self._restorers: dict = {}
-        self._restorer(cfg)
+        if not _adapting(cfg):  # an adapted restorer arrives with each item's calls
+            self._restorer(cfg)
         self._stage: tuple[tuple, object] | None = None
         self.cache = Path(tempfile.mkdtemp(prefix="refstar-in-"))
         self.metrics = _Metrics()
@@ -162,12 +163,15 @@ class RestoreWorker:
                                                  strength=r.strength)
         return self._restorers[key]
 
-    def _stage_for(self, item: str, cfg: Config):
+    def _stage_for(self, item: str, cfg: Config, adapted: tuple | None = None):
+        """``adapted``: ``adapt_item``'s ``(net, info)`` for this item, None without adaptation."""
         # reference features are computed once per reference and item (ref ids repeat across items)
+        from worker.pipeline import item_restorer_from
         from worker.restore import FaceRestoreStage
 
         if self._stage is None or self._stage[0] != (item, cfg):
-            self._stage = ((item, cfg), FaceRestoreStage(cfg, self._restorer(cfg)))
+            restorer = self._restorer(cfg) if adapted is None else item_restorer_from(*adapted, cfg.restore)
+            self._stage = ((item, cfg), FaceRestoreStage(cfg, restorer))
         return self._stage[1]
 
     def pid(self) -> int:
@@ -175,13 +179,14 @@ class RestoreWorker:
 
     @_carry_errors
     def restore_segment(self, cfg: Config, item: str, src: str, uri: str, info, seg: Segment,
-                        faces: list[Face], refs: dict, dst_uri: str, want: set) -> SegmentRestored:
+                        faces: list[Face], refs: dict, dst_uri: str, want: set,
+                        adapted: tuple | None = None) -> SegmentRestored:
         t = time.monotonic()
         tmp = Path(tempfile.mkdtemp(prefix="refstar-seg-"))
         try:
             local = tmp / Path(dst_uri).name
             out = restore_segment(_fetch(src, uri, self.cache), info, seg, faces, refs,
-                                  self._stage_for(item, cfg), str(local), cfg.output, want)
+                                  self._stage_for(item, cfg, adapted), str(local), cfg.output, want)
             _put(local, dst_uri)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -193,7 +198,7 @@ class RestoreWorker:
 
     @_carry_errors
     def restore_image(self, cfg: Config, item: str, src: str, uri: str, faces: list[Face], refs: dict,
-                      dst_uri: str, want: set) -> tuple[list[int], list]:
+                      dst_uri: str, want: set, adapted: tuple | None = None) -> tuple[list[int], list]:
         """Restore one album image into ``dst_uri``; returns the positions of restored faces
         and the report samples ``(position, before, after)``. MediaError on unreadable/unwritable."""
         from worker.album_item import restore_image
@@ -210,12 +215,31 @@ class RestoreWorker:
         try:
             local = tmp / Path(dst_uri).name
             restore_image(Path(_fetch(src, uri, self.cache)), local, faces, refs,
-                          self._stage_for(item, cfg), cfg, sink)
+                          self._stage_for(item, cfg, adapted), cfg, sink)
             _put(local, dst_uri)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         self.metrics.faces.inc(sum(f.restored for f in faces))
         return [k for k, f in enumerate(faces) if f.restored], samples
+
+
+def _adapting(cfg: Config) -> bool:
+    return cfg.restore.restorer == "refstar" and cfg.restore.adapt
+
+
+@ray.remote(max_retries=1)
+def _adapt(crops_by_identity: dict, cfg: Config) -> tuple:
+    from worker.pipeline import adapt_net
+
+    net, info = adapt_net(crops_by_identity, cfg)
+    return (net.cpu() if net is not None else None), info  # the driver may have no GPU
+
+
+def adapt_item(crops_by_identity: dict, cfg: Config, opts: PoolOptions) -> tuple:
+    """RefSTAR adapted on one item's faces in a task with a restore actor's resources (its GPU
+    when there is one): ``(net or None, manifest info)``, see ``worker.pipeline.adapt_net``."""
+    task = _adapt.options(num_cpus=opts.restore_cpus, num_gpus=opts.restore_gpus)
+    return ray.get(task.remote(crops_by_identity, cfg))
 
 
 class _AlbumAnalyse:
@@ -240,8 +264,9 @@ class _AlbumRestore:
     """Ray Data UDF: rows ``{name, src, uri, faces, dst, want}`` -> ``{name, restored, samples,
     error_file, error}``; the restorer and the item's reference features live in the actor."""
 
-    def __init__(self, cfg: Config, item: str, refs: dict):
+    def __init__(self, cfg: Config, item: str, refs: dict, adapted: tuple | None):
         self.cfg, self.item, self.refs, self.worker = cfg, item, refs, RestoreWorker(cfg)
+        self.adapted = adapted
 
     def __call__(self, batch: dict) -> dict:
         n = len(batch["name"])
@@ -250,7 +275,7 @@ class _AlbumRestore:
         for k in range(n):
             out = self.worker.restore_image(self.cfg, self.item, str(batch["src"][k]), str(batch["uri"][k]),
                                             list(batch["faces"][k]), self.refs, str(batch["dst"][k]),
-                                            set(batch["want"][k]))
+                                            set(batch["want"][k]), self.adapted)
             if isinstance(out, _Failed):
                 err_file[k], err[k] = out.file, out.reason
                 out = ([], [])
@@ -284,7 +309,8 @@ def album_analyse(cfg: Config, rows: list[dict], opts: PoolOptions,
 
 
 def album_restore(cfg: Config, item: str, rows: list[dict], refs: dict, opts: PoolOptions,
-                  progress: Callable[[], None] | None = None) -> dict[str, tuple[list[int], list] | MediaError]:
+                  adapted: tuple | None = None, progress: Callable[[], None] | None = None
+                  ) -> dict[str, tuple[list[int], list] | MediaError]:
     """Restore and write album images (``rows``: name, src, uri, faces, dst, want) on a pool of
     restore actors (``num_gpus`` per actor from ``opts``); per image the restored face positions
     and report samples, or the MediaError that stopped it."""
@@ -292,7 +318,7 @@ def album_restore(cfg: Config, item: str, rows: list[dict], refs: dict, opts: Po
 
     _quiet_data(cfg)
     ds = from_items(rows).map_batches(
-        _AlbumRestore, fn_constructor_args=(cfg, item, refs), batch_size=opts.album_batch,
+        _AlbumRestore, fn_constructor_args=(cfg, item, refs, adapted), batch_size=opts.album_batch,
         batch_format="numpy", compute=ActorPoolStrategy(min_size=1, max_size=max(1, opts.restore_actors)),
         num_cpus=opts.restore_cpus, num_gpus=opts.restore_gpus or None)
     return {name: MediaError(r["error_file"], r["error"]) if r["error"]

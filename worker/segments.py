@@ -180,6 +180,7 @@ def merge_analyses(parts: list[SegmentAnalysis], cfg: Config) -> Analysis:
     ids: dict[tuple[int, int], int] = {}
     sums: dict[int, np.ndarray] = {}
     pool = CandidatePool(cfg.references.candidates_per_track)
+    adapt = CandidatePool(cfg.restore.adapt_crops_per_track) if parts and parts[0].analysis.adapt_pool else None
     for s, part in enumerate(parts):
         for face in part.analysis.faces:
             if face.track >= 0:
@@ -194,7 +195,10 @@ def merge_analyses(parts: list[SegmentAnalysis], cfg: Config) -> Analysis:
         if part.analysis.pool is not None:  # faces already carry their new track ids
             for cand in sorted(part.analysis.pool.candidates(), key=lambda c: c.face.frame):
                 pool.offer(cand.face.track, cand)
-    out.pool = pool
+        if adapt is not None and part.analysis.adapt_pool is not None:  # RefSTAR adapts on these
+            for cand in sorted(part.analysis.adapt_pool.candidates(), key=lambda c: c.face.frame):
+                adapt.offer(cand.face.track, cand)
+    out.pool, out.adapt_pool = pool, adapt
     out.tracks = _summaries(out.faces, sums)
     return out
 
