@@ -239,7 +239,12 @@ def run_trigger(args) -> int:
     except Exception as e:  # noqa: BLE001 - wrong URL or no permission: say so before anything else
         print(f"refstar trigger: cannot use queue {args.queue}: {e}", file=sys.stderr)
         return 2
-    submitter = DryRunSubmitter() if args.dry_run else JobSubmitter(args.address, args.python)
+    try:
+        submitter = DryRunSubmitter() if args.dry_run else JobSubmitter(args.address, args.python)
+    except Exception as e:  # noqa: BLE001 - no job server there: say so and let the supervisor retry
+        print(f"refstar trigger: cannot reach the Ray job server at {args.address or 'a local Ray'}: "
+              f"{type(e).__name__}: {str(e)[:300]}", file=sys.stderr)
+        return 2
     consumer = Consumer(sqs, submitter, args)
 
     def _stop(signum, _frame):

@@ -235,3 +235,54 @@ def test_failed_job_is_resubmitted_without_redoing_finished_items(s3_server, ray
     assert main(["status", "--output", out, "--address", ray_address, "--resubmit"]) == 0
     text = capsys.readouterr().out
     assert "resubmitted" not in text and text.count("done") >= 2 and "SUCCEEDED" in text
+
+
+def test_dry_run_prints_the_jobs_and_deletes_nothing(s3_server, tmp_path):
+    bucket = s3_server.new_bucket()
+    sqs, url, _ = make_queues(s3_server, bucket)
+    storage.write_atomic(f"s3://{bucket}/in/a.mp4", b"not really a video: a dry run never reads it")
+    trig = Trigger(tmp_path, *trigger_args(url, bucket, "http://127.0.0.1:9", max_idle=2), "--dry-run")
+    try:
+        assert trig.proc.wait(60) == 0
+    finally:
+        trig.kill()
+    (run,) = trig.decisions("dry-run")
+    assert run["uri"] == f"s3://{bucket}/in/a.mp4" and "-m jobs.restore --item" in run["entrypoint"]
+    assert not trig.decisions("deleted") and trig.decisions("test-event")  # the test event is kept too
+    left = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"])
+    assert left["Attributes"]["ApproximateNumberOfMessagesNotVisible"] == "2"
+
+
+def test_unreachable_ray_is_a_clear_error(s3_server, tmp_path):
+    bucket = s3_server.new_bucket()
+    _, url, _ = make_queues(s3_server, bucket)
+    trig = Trigger(tmp_path, *trigger_args(url, bucket, "http://127.0.0.1:9"))
+    assert trig.proc.wait(60) == 2
+    trig.kill()
+    assert "cannot reach the Ray job server at http://127.0.0.1:9" in trig.log.read_text()
+
+
+def test_failed_submission_leaves_the_message_to_the_queue(s3_server):
+    """Ray refusing (or down) mid-run: nothing is deleted, the message comes back later."""
+    from jobs.s3_trigger import parse_args
+    from jobs.trigger_consumer import Consumer, sqs_client
+
+    class Down:  # a cluster that went away after the consumer started
+        python = "python"
+
+        def submit(self, req):
+            raise ConnectionError("connection refused")
+
+    bucket = s3_server.new_bucket()
+    _, url, _ = make_queues(s3_server, bucket)
+    storage.write_atomic(f"s3://{bucket}/in/a.mp4", b"x")
+    args = parse_args(trigger_args(url, bucket, "http://unused", max_idle=1) + ["--visibility", "2"])
+    logged = []
+    consumer = Consumer(sqs_client(), Down(), args, log=lambda d, **kw: logged.append((d, kw)))
+    assert consumer.run() == 0
+    failed = [kw for d, kw in logged if d == "submit-failed"]
+    assert failed and failed[0]["uri"] == f"s3://{bucket}/in/a.mp4" and "refused" in failed[0]["reason"]
+    assert consumer.counts["deleted"] == 1  # only the test event
+    time.sleep(2.5)  # its visibility lapses: it is back for the next consumer
+    r = sqs_client().receive_message(QueueUrl=url, WaitTimeSeconds=1)
+    assert "in%2Fa.mp4" in r["Messages"][0]["Body"] or "in/a.mp4" in r["Messages"][0]["Body"]
