@@ -150,6 +150,7 @@ class RestoreWorker:
         if not _adapting(cfg):  # an adapted restorer arrives with each item's calls
             self._restorer(cfg)
         self._stage: tuple[tuple, object] | None = None
+        self._past_stats: dict[str, int] = {}  # counters of the stages replaced so far
         self.cache = Path(tempfile.mkdtemp(prefix="refstar-in-"))
         self.metrics = _Metrics()
 
@@ -171,11 +172,21 @@ class RestoreWorker:
 
         if self._stage is None or self._stage[0] != (item, cfg):
             restorer = self._restorer(cfg) if adapted is None else item_restorer_from(*adapted, cfg.restore)
+            self._past_stats = self.stats()
             self._stage = ((item, cfg), FaceRestoreStage(cfg, restorer))
         return self._stage[1]
 
     def pid(self) -> int:
         return os.getpid()
+
+    def stats(self) -> dict[str, int]:
+        """Restorer batch counters (``FaceRestoreStage.stats``) summed over this actor process's
+        stages; a restarted actor starts again from zero."""
+        out = dict(self._past_stats)
+        if self._stage is not None:
+            for k, v in self._stage[1].stats().items():
+                out[k] = out.get(k, 0) + v
+        return out
 
     @_carry_errors
     def restore_segment(self, cfg: Config, item: str, src: str, uri: str, info, seg: Segment,

@@ -32,6 +32,14 @@ class FaceRestoreStage:
         self.size = cfg.restore.crop_size
         self.mask = face_mask(self.size, cfg.paste.feather)
         self._ref_tensors: dict[str, object] = {}  # ref_id -> (1,3,S,S) tensor, made once
+        # batch occupancy counters (bench/bench_ray.py): ``run`` calls that reached the restorer
+        # (not the "none" pass-through), restorer calls, faces sent to the restorer, and the
+        # slots those calls offered (calls x batch_size)
+        self.runs = self.calls = self.faces = self.slots = 0
+
+    def stats(self) -> dict[str, int]:
+        """Counters since this stage was made; occupancy = faces / slots."""
+        return {"runs": self.runs, "calls": self.calls, "faces": self.faces, "slots": self.slots}
 
     def _ref_tensor(self, ref: Reference):
         if ref.ref_id not in self._ref_tensors:
@@ -55,6 +63,7 @@ class FaceRestoreStage:
                 jobs.append((i, face, m, warp_face(image, m, self.size)))
         restored: dict[int, np.ndarray] = {}
         bs = max(1, self.cfg.restore.batch_size)
+        self.runs += 1
         for with_ref in (True, False):
             group = [j for j, job in enumerate(jobs) if (job[1].reference in refs) == with_ref]
             for start in range(0, len(group), bs):
@@ -63,6 +72,9 @@ class FaceRestoreStage:
                 ref = (torch.cat([self._ref_tensor(refs[jobs[j][1].reference]) for j in chunk])
                        if with_ref else None)
                 out = self.restorer.restore(lq, ref)
+                self.calls += 1
+                self.faces += len(chunk)
+                self.slots += bs
                 for j, crop in zip(chunk, tensor_to_bgr(out.image), strict=True):
                     restored[j] = crop
         pastes: list[list[Paste]] = [[] for _ in images]
