@@ -1,8 +1,8 @@
 """Per-job adaptation on a clip made from a dependency's face photo (dlib-detected, aligned).
 
 A tiny net adapted on two thirds of the clip's clean faces restores the other third, degraded
-with the degradation model, better than the degraded input, and better with a reference (one
-of the training faces) than without.
+with the degradation model, better than the degraded input, better with a reference (one of the
+training faces) than without, and better than the weight-free guided restorer with that reference.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import pytest
 
 from refstar.adapt import adapt_report
 from refstar.degradations import degrade, sample_params
+from refstar.guided import GuidedRestorer
 from refstar.metrics import psnr
 from refstar.refstar_restorer import RefSTARRestorer
 from refstar.restorer import bgr_to_tensor, tensor_to_bgr
@@ -56,3 +57,5 @@ def test_adapted_net_beats_input_and_uses_the_reference(clip_crops):
     assert p_noref > p_in + 0.2, (p_in, p_noref)
     assert p_ref > p_noref + 0.3, (p_noref, p_ref)
     assert float(with_ref.mask.mean()) > 0.1  # RefSel selected part of the reference
+    p_guided = score(tensor_to_bgr(GuidedRestorer().restore(x, ref).image))
+    assert p_ref > p_guided + 0.5, (p_guided, p_ref)  # measured: guided 20.6 dB, adapted 22.1 dB
