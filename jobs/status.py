@@ -100,8 +100,7 @@ def resubmit(submitter, jobs: list, out_root: str) -> list[str]:
             n += 1
         sid = f"{base}{RETRY}{n}"
         meta = dict(job.metadata or {}, retry_of=job.submission_id)
-        submitter.client.submit_job(entrypoint=retry_entrypoint(job.entrypoint, sid), submission_id=sid,
-                                    metadata=meta, entrypoint_num_cpus=0)
+        submitter.submit_entrypoint(sid, retry_entrypoint(job.entrypoint, sid), meta)
         new_ids.append(sid)
     return new_ids
 

@@ -7,11 +7,14 @@ can be read back from the job table.
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
+import time
 from dataclasses import dataclass
 
-META_KEY = "refstar"  # metadata marker of our jobs in a shared cluster's job table
+META_KEY = "refstar"
+AGENT_WAITS_S = (1, 2, 4, 8, 15)  # retries while a fresh cluster's job agent comes up  # metadata marker of our jobs in a shared cluster's job table
 
 
 @dataclass(frozen=True)
@@ -63,12 +66,13 @@ class JobSubmitter:
             import ray
 
             if not ray.is_initialized():
-                ctx = ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-                               log_to_driver=False)
+                url = ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+                               log_to_driver=False).dashboard_url
                 self._started = True
-            else:
-                ctx = ray.get_runtime_context()  # pragma: no cover - a caller's own Ray
-            url = getattr(ctx, "dashboard_url", None) or ray.worker.get_dashboard_url()
+            else:  # the caller's own Ray: no public API hands its dashboard URL back
+                from ray._private.worker import get_dashboard_url
+
+                url = get_dashboard_url()
             if not url:
                 raise RuntimeError("the local Ray started without its dashboard (is ray[default] installed?)")
             address = url if url.startswith("http") else f"http://{url}"
@@ -79,16 +83,23 @@ class JobSubmitter:
 
     def submit(self, req: JobRequest) -> str:
         """Submit; returns the submission id. Raises DuplicateJob when it exists already."""
-        if self.exists(req.submission_id):
-            raise DuplicateJob(req.submission_id)
-        try:
-            return self.client.submit_job(entrypoint=shlex.join(req.argv(self.python)),
-                                          submission_id=req.submission_id, metadata=req.metadata(),
-                                          entrypoint_num_cpus=0)
-        except RuntimeError as e:  # the job server answers 400/500 with the ValueError's text
-            if "already exists" in str(e):  # lost a race with another consumer
-                raise DuplicateJob(req.submission_id) from None
-            raise
+        return self.submit_entrypoint(req.submission_id, shlex.join(req.argv(self.python)), req.metadata())
+
+    def submit_entrypoint(self, submission_id: str, entrypoint: str, metadata: dict[str, str]) -> str:
+        if self.exists(submission_id):
+            raise DuplicateJob(submission_id)
+        for wait in (*AGENT_WAITS_S, None):
+            try:
+                return self.client.submit_job(entrypoint=entrypoint, submission_id=submission_id,
+                                              metadata=metadata, entrypoint_num_cpus=0)
+            except RuntimeError as e:  # the job server answers 400/500 with the ValueError's text
+                if "already exists" in str(e):  # lost a race with another consumer
+                    raise DuplicateJob(submission_id) from None
+                # a cluster that has just started has no job agent registered for a few seconds
+                if "No available agent" not in str(e) or wait is None:
+                    raise
+                time.sleep(wait)
+        raise AssertionError("unreachable")
 
     def exists(self, submission_id: str) -> bool:
         try:
@@ -123,7 +134,6 @@ def submit_main(argv: list[str]) -> int:
     (``python -m jobs.restore JOB_ARGS``, checked here first) as a Ray job."""
     import argparse
     import hashlib
-    import time
 
     from jobs.restore import parse_args as job_parse_args
 
@@ -137,8 +147,6 @@ def submit_main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     job_argv = args.job_args[1:] if args.job_args[:1] == ["--"] else args.job_args
     job = job_parse_args(job_argv)  # exits 2 with the job's own usage message when they are wrong
-    import os
-
     address = args.address or os.environ.get("RAY_ADDRESS") or None
     if address is None and not args.wait:
         p.error("without --address (or RAY_ADDRESS) the job would die with this command: add --wait")
@@ -148,14 +156,10 @@ def submit_main(argv: list[str]) -> int:
         job_argv = [*job_argv, "--job-name", sid]
     sub = JobSubmitter(address, args.python)
     try:
-        req = JobRequest(sid, job.output, tuple(job.item), extra_args=tuple(a for a in job_argv), source="submit")
-        entry = [sub.python, "-m", "jobs.restore", *job_argv]
+        meta = JobRequest(sid, job.output, tuple(job.item), source="submit").metadata()
         try:
-            sub.client.submit_job(entrypoint=shlex.join(entry), submission_id=sid, metadata=req.metadata(),
-                                  entrypoint_num_cpus=0)
-        except RuntimeError as e:
-            if "already exists" not in str(e):
-                raise
+            sub.submit_entrypoint(sid, shlex.join([sub.python, "-m", "jobs.restore", *job_argv]), meta)
+        except DuplicateJob:
             print(f"{sid}: already submitted", file=sys.stderr)
         print(sid)
         if not args.wait:

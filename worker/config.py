@@ -75,7 +75,7 @@ class RestoreConfig:
     batch_size: int = 8  # faces per restorer call
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     min_face_px: int = 24  # faces smaller than this are left untouched and counted
-    checkpoint: str = ""  # refstar: checkpoint folder (meta.json + model.safetensors)
+    checkpoint: str = ""  # refstar: checkpoint or training-run folder, local or s3:// (fetched once, cached)
     # refstar: before restoring an item, fine-tune on its own best faces (train from scratch when
     # there is no checkpoint): each person's sharp faces, degraded, restored with another of them
     adapt: bool = True

@@ -19,6 +19,7 @@ import numpy as np
 from worker import storage
 from worker.config import Config, to_dict, with_backend_defaults
 from worker.errors import MediaError, ModelError, WorkerError
+from worker.models import local_checkpoint
 from worker.records import Face, Identity, ItemError, ItemResult
 from worker.report import ReportSamples, build_manifest, dumps, render_html
 from worker.staging import item_id, item_kind, stage_input, upload_tree
@@ -41,10 +42,11 @@ class Engine:
                                          self.analyzer.track_max_embed_dist)
         r = cfg.restore
         self.adapting = r.restorer == "refstar" and r.adapt
-        if self.adapting and r.checkpoint and not Path(r.checkpoint).expanduser().exists():
+        checkpoint = local_checkpoint(r.checkpoint)  # an s3:// one is fetched once
+        if self.adapting and checkpoint and not Path(checkpoint).expanduser().exists():
             raise ModelError(f"RefSTAR checkpoint not found: {r.checkpoint}")
         self.restorer = None if self.adapting else make_restorer(
-            r.restorer, device=r.device, checkpoint=r.checkpoint, strength=r.strength)
+            r.restorer, device=r.device, checkpoint=checkpoint, strength=r.strength)
 
     def item_restorer(self, crops_by_identity: dict[int, list[np.ndarray]], result: ItemResult):
         """The restorer for one item: the shared one, or RefSTAR adapted on the item's crops
@@ -74,7 +76,7 @@ def adapt_net(crops_by_identity: dict[int, list[np.ndarray]], cfg: Config):
     ranges = rescale_ranges(ADAPT_RANGES, r.adapt_size / r.crop_size)
     try:
         net, rep = adapt_report(crops_by_identity, preset=r.adapt_preset, steps=r.adapt_steps,
-                                time_budget_s=r.adapt_time_s, init=r.checkpoint or None,
+                                time_budget_s=r.adapt_time_s, init=local_checkpoint(r.checkpoint) or None,
                                 size=r.adapt_size, device=r.device, ranges=ranges,
                                 log=(lambda line: print(f"adapt: {line}", flush=True))
                                 if cfg.progress else None)
@@ -91,7 +93,8 @@ def item_restorer_from(net, info: dict, r):
     from refstar.restorer import make_restorer
 
     if net is None:
-        return make_restorer(info["name"], device=r.device, checkpoint=r.checkpoint, strength=r.strength)
+        return make_restorer(info["name"], device=r.device, checkpoint=local_checkpoint(r.checkpoint),
+                             strength=r.strength)
     from refstar.refstar_restorer import RefSTARRestorer
 
     return RefSTARRestorer(net, work_size=net.cfg.size, device=r.device)

@@ -156,11 +156,13 @@ class RestoreWorker:
 
     def _restorer(self, cfg: Config):
         from refstar.restorer import make_restorer
+        from worker.models import local_checkpoint
 
         r = cfg.restore
         key = (r.restorer, r.device, r.checkpoint, r.strength)
         if key not in self._restorers:
-            self._restorers[key] = make_restorer(r.restorer, device=r.device, checkpoint=r.checkpoint,
+            self._restorers[key] = make_restorer(r.restorer, device=r.device,
+                                                 checkpoint=local_checkpoint(r.checkpoint),
                                                  strength=r.strength)
         return self._restorers[key]
 

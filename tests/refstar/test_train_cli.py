@@ -8,12 +8,11 @@ from worker.cli import main
 from worker.faces.align import estimate_affine, warp_face
 
 
-def test_refstar_train_writes_a_loadable_checkpoint(tmp_path, capsys):
-    from refstar.checkpoint import latest, load_net
-
+def identity_tree(root) -> None:
+    """``root/<person>/<k>.png``: three slightly different aligned crops of two people."""
     photos = face_photos()
     for person in ("t1_2", "hanks"):
-        folder = tmp_path / "data" / person
+        folder = root / person
         folder.mkdir(parents=True)
         x1, y1, x2, y2 = face_box(person)
         for k, shift in enumerate((0.0, 2.0, -2.0)):  # three slightly different crops each
@@ -22,6 +21,12 @@ def test_refstar_train_writes_a_loadable_checkpoint(tmp_path, capsys):
                    [x1 + 0.5 * w, y1 + 0.6 * w], [x1 + 0.35 * w, y1 + 0.8 * w], [x1 + 0.65 * w, y1 + 0.8 * w]]
             crop = warp_face(photos[person], estimate_affine(np.array(kps, np.float32), 64), 64)
             cv2.imwrite(str(folder / f"{k}.png"), crop)
+
+
+def test_refstar_train_writes_a_loadable_checkpoint(tmp_path, capsys):
+    from refstar.checkpoint import latest, load_net
+
+    identity_tree(tmp_path / "data")
     out = tmp_path / "run"
     code = main(["train", "--data", str(tmp_path / "data"), "--out", str(out), "--aligned",
                  "--preset", "tiny", "--size", "32", "--steps", "4", "--batch-size", "2",
