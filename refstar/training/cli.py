@@ -37,6 +37,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=DEFAULTS.lr)
     p.add_argument("--ckpt-every", type=int, default=500)
     p.add_argument("--num-workers", type=int, default=2, help="DataLoader worker processes")
+    p.add_argument("--adv", type=float, default=0.0, metavar="W",
+                   help="weight of the hinge GAN term against a PatchDiscriminator (0: off; for long GPU runs)")
     p.add_argument("--cycle-ref", type=float, default=None,
                    help="weight of the MCC reference term (default: 0.25 on GPU, 0 on CPU)")
     p.add_argument("--blind-ranges", action="store_true",
@@ -74,7 +76,7 @@ def configs(args: argparse.Namespace) -> tuple[str, PairConfig, TrainConfig]:
     train = TrainConfig(max_steps=args.steps, time_budget_s=args.time_budget,
                         batch_size=args.batch_size, lr=args.lr, ckpt_every=args.ckpt_every,
                         num_workers=args.num_workers, device=args.device, seed=args.seed,
-                        w_cycle_ref=cycle_ref)
+                        w_cycle_ref=cycle_ref, w_adv=args.adv)
     return args.preset, pair, train
 
 

@@ -32,7 +32,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from refstar import checkpoint as ckpt
 from refstar.degradations_torch import TorchDegradation
-from refstar.losses import charbonnier, frequency_loss, mcc_loss, refsel_mask_loss
+from refstar.losses import (
+    charbonnier,
+    d_hinge_loss,
+    frequency_loss,
+    g_hinge_loss,
+    mcc_loss,
+    refsel_mask_loss,
+)
 from refstar.restorer import resolve_device
 from refstar.training.dataset import collate_pairs
 from worker.errors import ModelError
@@ -66,6 +73,10 @@ class TrainConfig:
     w_mask: float = 0.1
     w_cycle: float = 0.5
     w_cycle_ref: float = 0.0  # MCC (b): doubles the forward cost; use on GPU runs
+    # hinge GAN term against a PatchDiscriminator (local texture the pixel losses blur away);
+    # off by default: per-job adaptation and CPU runs are too short for a GAN to settle
+    w_adv: float = 0.0
+    d_lr: float = 2e-4
     ckpt_every: int = 0  # steps between checkpoints; 0 = only at the end of fit()
     keep_checkpoints: int = 3
     log_every: int = 20
@@ -94,6 +105,9 @@ class Trainer:
             persistent_workers=cfg.num_workers > 0)
         self.opt = torch.optim.AdamW(self.module.parameters(), lr=cfg.lr,
                                      weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+        self.disc = self.d_opt = None
+        if cfg.w_adv > 0:
+            self._make_discriminator()
         self.out_dir = Path(out_dir) if out_dir else None
         self.is_main = is_main
         self.on_checkpoint = on_checkpoint
@@ -104,6 +118,18 @@ class Trainer:
         self.last: dict[str, float] = {}
         use_bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and self.device.type == "cuda")
         self.amp_dtype = torch.bfloat16 if use_bf16 else None
+
+    def _make_discriminator(self) -> None:
+        from refstar.networks.discriminator import PatchDiscriminator
+
+        disc = PatchDiscriminator().to(self.device)
+        self.d_module = disc
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # every rank must judge with the same D: its gradients are averaged like the net's
+            disc = torch.nn.parallel.DistributedDataParallel(
+                disc, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.disc = disc
+        self.d_opt = torch.optim.AdamW(self.d_module.parameters(), lr=self.cfg.d_lr, betas=(0.0, 0.99))
 
     # -- schedule ---------------------------------------------------------------------------
     def progress(self) -> float:
@@ -156,8 +182,11 @@ class Trainer:
             terms["cycle"], terms["cycle_ref"] = mcc.cycle, mcc.reference
         elif c.w_cycle > 0:
             terms["cycle"] = charbonnier(deg(img), lq)
+        if self.disc is not None:
+            terms["adv"] = g_hinge_loss(self.disc(img))
+            self._fake = img.detach()  # what the discriminator step judges next
         weights = {"pixel": c.w_pixel, "freq": c.w_freq, "mask": c.w_mask, "cycle": c.w_cycle,
-                   "cycle_ref": c.w_cycle_ref}
+                   "cycle_ref": c.w_cycle_ref, "adv": c.w_adv}
         terms["total"] = sum(weights[k] * v for k, v in terms.items())
         return terms
 
@@ -174,9 +203,20 @@ class Trainer:
         if self.cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.cfg.grad_clip)
         self.opt.step()
+        if self.disc is not None:
+            terms["disc"] = self._discriminator_step(batch["gt"])
         self._update_ema()
         self.step += 1
         return {k: float(v.detach()) for k, v in terms.items()}
+
+    def _discriminator_step(self, gt: torch.Tensor) -> torch.Tensor:
+        """One hinge step of D on real crops vs this step's restored ones (the net's backward
+        also left gradients in D: they are dropped here)."""
+        self.d_opt.zero_grad(set_to_none=True)
+        loss = d_hinge_loss(self.disc(gt), self.disc(self._fake))
+        loss.backward()
+        self.d_opt.step()
+        return loss.detach()
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -236,6 +276,9 @@ class Trainer:
             return None
         path = Path(path) if path else self.out_dir / "checkpoints" / f"step_{self.step:07d}"
         state = {"optimizer": self.opt.state_dict(), "torch_rng": torch.get_rng_state()}
+        if self.disc is not None:
+            state["disc"] = self.d_module.state_dict()
+            state["disc_optimizer"] = self.d_opt.state_dict()
         ckpt.save_checkpoint(path, self.module, config=self.module.cfg.to_dict(), step=self.step,
                              ema=self.ema, optimizer_state=state, metrics=self.last,
                              extra=self._extra())
@@ -264,6 +307,9 @@ class Trainer:
         if state is not None:
             self.opt.load_state_dict(state["optimizer"])
             torch.set_rng_state(state["torch_rng"])
+            if self.disc is not None and "disc" in state:
+                self.d_module.load_state_dict(state["disc"])
+                self.d_opt.load_state_dict(state["disc_optimizer"])
         self.step = int(meta["step"])
         self.elapsed = float(meta["extra"].get("elapsed_s", 0.0))
         self.epoch = int(meta["extra"].get("epoch", 0))

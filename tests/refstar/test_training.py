@@ -80,3 +80,17 @@ def test_time_budget_stops_and_anneals(data):
     tr.fit()
     assert 0 < tr.step < 10_000 and tr.elapsed >= 1.0
     assert tr.progress() == 1.0 and tr.lr_now() == pytest.approx(cfg.lr * cfg.min_lr_ratio)
+
+
+def test_adversarial_term_trains_a_discriminator_and_resumes_it(tmp_path, data):
+    cfg = TrainConfig(max_steps=6, batch_size=4, log_every=100, w_adv=0.05, ckpt_every=3)
+    tr = Trainer(_net(), data, cfg, tmp_path, log=None)
+    d0 = {k: v.clone() for k, v in tr.d_module.state_dict().items()}
+    last = tr.fit()
+    assert {"adv", "disc"} <= set(last) and 0 < last["disc"] < 4  # hinge: 2 at chance
+    assert any(not torch.equal(d0[k], v) for k, v in tr.d_module.state_dict().items())  # D learned
+    again = Trainer(_net(), data, cfg, tmp_path, log=None)
+    assert again.resume() == 6
+    for k, v in tr.d_module.state_dict().items():
+        assert torch.equal(v, again.d_module.state_dict()[k]), k
+    assert not hasattr(Trainer(_net(), data, TrainConfig(max_steps=1)), "d_module")  # off by default
