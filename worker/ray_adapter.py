@@ -15,6 +15,7 @@ is a deterministic file name written atomically, so a replay just writes it agai
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import os
@@ -435,6 +436,14 @@ class Pools:
             ray.kill(actor, no_restart=True)
 
 
+def _owned(value: object) -> object:
+    """A copy that owns its arrays. ``ray.get`` hands numpy arrays back as zero-copy views of
+    the object store; the driver keeps an item's face records (crops, landmarks) until the item
+    ends, and those views would pin every segment's result in the store meanwhile, so the
+    store would grow with video length."""
+    return copy.deepcopy(value)
+
+
 def fan_out(actors: list, method: str, calls: Iterable[tuple], per_actor: int = 2,
             on_result: Callable[[int, object], None] | None = None, tolerate: tuple = ()) -> list:
     """Run ``actor.method(*args)`` for every args tuple across ``actors``, at most ``per_actor``
@@ -463,7 +472,7 @@ def fan_out(actors: list, method: str, calls: Iterable[tuple], per_actor: int = 
             k, a = pending.pop(ref)
             load[a] -= 1
             try:
-                results[k] = _unwrap(ray.get(ref))
+                results[k] = _owned(_unwrap(ray.get(ref)))
             except ray.exceptions.RayTaskError as e:
                 cause = e.cause if isinstance(e.cause, Exception) else e
                 if not isinstance(cause, tolerate):
