@@ -1,4 +1,5 @@
-"""Archive job: restore every item of a folder, an S3 prefix or a JSONL manifest on Ray.
+"""Archive job: restore every item of a folder, an S3 prefix, a JSONL manifest or a list of
+``--item`` URIs on Ray (``refstar run`` is this; ``refstar submit`` and the S3 trigger submit it).
 
     python -m jobs.restore --input s3://bucket/archive/ --output s3://bucket/restored/
     ray job submit --address http://head:8265 -- python -m jobs.restore --input ... --output ...
@@ -6,7 +7,8 @@
 Items whose ``_DONE`` exists are skipped, so a rerun resumes; a failing item is reported in its
 manifest and the job summary and never stops the others; the exit status is 1 if any item failed.
 Each item is computed like ``worker.pipeline.restore_item`` (same stages, same outputs), with its
-segments / images spread over the actors of ``worker.ray_adapter``.
+segments / images spread over the actors of ``worker.ray_adapter`` (``jobs.items``); with
+``identity.link_archive`` the people of all items are linked first (``worker.archive_identity``).
 """
 
 from __future__ import annotations
