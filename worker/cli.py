@@ -93,30 +93,43 @@ def run_restore(inputs: list[str], output: str, cfg, force: bool = False) -> int
     return 1 if failed else 0
 
 
+def _train(rest: list[str]) -> int:
+    from refstar.training.cli import add_train_arguments, run_train
+
+    return run_train(add_train_arguments(argparse.ArgumentParser(prog="refstar train")).parse_args(rest))
+
+
+def _eval(rest: list[str]) -> int:
+    from worker.evaluate import add_eval_arguments, run_eval
+
+    return run_eval(add_eval_arguments(argparse.ArgumentParser(prog="refstar eval")).parse_args(rest))
+
+
+def _run(rest: list[str]) -> int:
+    from jobs.restore import main as run_main
+
+    return run_main(rest, prog="refstar run")
+
+
+def _submit(rest: list[str]) -> int:
+    from jobs.submit import submit_main
+
+    return submit_main(rest)
+
+
+def _trigger(rest: list[str]) -> int:
+    from jobs.s3_trigger import main as trigger_main
+
+    return trigger_main(rest)
+
+
+_DELEGATED = {"train": _train, "eval": _eval, "run": _run, "submit": _submit, "trigger": _trigger}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["train"]:
-        from refstar.training.cli import add_train_arguments, run_train
-
-        train = add_train_arguments(argparse.ArgumentParser(prog="refstar train"))
-        return run_train(train.parse_args(argv[1:]))
-    if argv[:1] == ["run"]:
-        from jobs.restore import main as run_main
-
-        return run_main(argv[1:], prog="refstar run")
-    if argv[:1] == ["submit"]:
-        from jobs.submit import submit_main
-
-        return submit_main(argv[1:])
-    if argv[:1] == ["trigger"]:
-        from jobs.s3_trigger import main as trigger_main
-
-        return trigger_main(argv[1:])
-    if argv[:1] == ["eval"]:
-        from worker.evaluate import add_eval_arguments, run_eval
-
-        ev = add_eval_arguments(argparse.ArgumentParser(prog="refstar eval"))
-        return run_eval(ev.parse_args(argv[1:]))
+    if argv and argv[0] in _DELEGATED:  # their options live with their code (lazy imports)
+        return _DELEGATED[argv[0]](argv[1:])
     args = _parser().parse_args(argv)
     if args.cmd == "status":
         from jobs.status import run_status
