@@ -39,44 +39,58 @@ def rss_bytes() -> int:
     return 0
 
 
-class PeakRss:
-    """Samples this process's RSS every 50 ms (ru_maxrss would include the setup's peak)."""
+class _Sampler:
+    """Calls ``_sample`` every 50 ms in a thread while the ``with`` block runs, and once more at
+    its end."""
 
     def __init__(self) -> None:
-        self.peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _sample(self) -> None:
+        raise NotImplementedError
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, rss_bytes())
+            self._sample()
             time.sleep(0.05)
 
-    def __enter__(self) -> PeakRss:
+    def __enter__(self):
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+        self._sample()
 
 
-class PeakObjectStore:
-    """Samples the object store (plasma) usage of the whole cluster every 50 ms: the bytes the
-    ``ray memory --stats-only`` line "Plasma memory usage N MiB" reports, read in bytes from the
-    same raylet reply (``internal_api.get_memory_info_reply``; one call takes a few ms). Objects
-    under 100 KiB live in the owner's in-process store and never show up here."""
+class PeakRss(_Sampler):
+    """This process's peak RSS (ru_maxrss would include the setup's peak)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.peak = 0
+
+    def _sample(self) -> None:
+        self.peak = max(self.peak, rss_bytes())
+
+
+class PeakObjectStore(_Sampler):
+    """The object store (plasma) usage of the whole cluster: the bytes the ``ray memory
+    --stats-only`` line "Plasma memory usage N MiB" reports, read in bytes from the same raylet
+    reply (``internal_api.get_memory_info_reply``; one call takes a few ms). Objects under
+    100 KiB live in the owner's in-process store and never show up here."""
 
     def __init__(self) -> None:
         from ray._private import internal_api
 
+        super().__init__()
         self._api = internal_api
         self._state = internal_api.get_state_from_address(ray.get_runtime_context().gcs_address)
         self.peak = self.peak_objects = self.created = 0
         self.base = self._stats().object_store_bytes_used
         self._created0 = self._stats().cumulative_created_bytes
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _stats(self):
         return self._api.get_memory_info_reply(self._state).store_stats
@@ -86,20 +100,6 @@ class PeakObjectStore:
         self.peak = max(self.peak, st.object_store_bytes_used)
         self.peak_objects = max(self.peak_objects, st.num_local_objects)
         self.created = st.cumulative_created_bytes - self._created0
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._sample()
-            time.sleep(0.05)
-
-    def __enter__(self) -> PeakObjectStore:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._sample()
 
 
 def one_run(video: Path, out: Path, analysis_actors: int, cpus: float, segment_frames: int) -> dict:
