@@ -52,6 +52,7 @@ def adapt_report(
 ) -> tuple[RefSTARNet, AdaptResult]:
     """``adapt`` plus an ``AdaptResult``; see ``adapt`` for the arguments."""
     t0 = time.perf_counter()
+    torch.manual_seed(seed)  # before the net is built: its initial weights are part of the run
     crops = {k: list(v) for k, v in crops_by_identity.items() if len(v) >= 2}
     if not crops:
         raise ValueError("adaptation needs an identity with at least two aligned crops")
@@ -64,7 +65,6 @@ def adapt_report(
     else:
         cfg = NetConfig.preset(preset)
         net = RefSTARNet(dataclasses.replace(cfg, size=size))
-    torch.manual_seed(seed)
     # few crops, many steps: 4 draws of (reference, degradation) per crop and epoch
     n = sum(len(v) for v in crops.values())
     data = FacePairs(crops, PairConfig(size=size, ranges=ranges, seed=seed, length=4 * n))

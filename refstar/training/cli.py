@@ -95,7 +95,7 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         data = (FacePairs.from_job_output(args.data, pair) if args.job_output
                 else FacePairs.from_folder(args.data, pair, aligned=aligned))
-        trainer = Trainer(build_net(preset, pair.size, args.init), data, train, args.out)
+        trainer = Trainer(build_net(preset, pair.size, args.init, args.seed), data, train, args.out)
         if args.resume:
             print(f"resumed at step {trainer.resume()}", flush=True)
         metrics = trainer.fit()

@@ -45,13 +45,15 @@ from refstar.training.dataset import collate_pairs
 from worker.errors import ModelError
 
 
-def build_net(preset: str, size: int, init: str | None = None) -> torch.nn.Module:
+def build_net(preset: str, size: int, init: str | None = None, seed: int = 0) -> torch.nn.Module:
     """A RefSTARNet: from the checkpoint ``init`` when given (fine-tuning), else the NetConfig
-    ``preset`` with its crop ``size`` replaced."""
+    ``preset`` with its crop ``size`` replaced, initialised from ``seed`` (a rerun with the same
+    seed starts from the same weights)."""
     if init:
         return ckpt.load_net(init, "cpu", ema=True)[0].train()
     from refstar.networks import NetConfig, RefSTARNet
 
+    torch.manual_seed(seed)
     return RefSTARNet(dataclasses.replace(NetConfig.preset(preset), size=size))
 
 

@@ -49,7 +49,7 @@ def _worker_loop(config: dict[str, Any]) -> None:
     data = FacePairs.from_folder(config["data"], pair_cfg, aligned=config.get("aligned"))
     # batches without any reference skip the reference branch: DDP must allow unused params
     net = ray.train.torch.prepare_model(
-        build_net(config["preset"], pair_cfg.size, config["init"]),
+        build_net(config["preset"], pair_cfg.size, config["init"], train_cfg.seed),
         parallel_strategy_kwargs={"find_unused_parameters": True})
     loader = DataLoader(data, batch_size=train_cfg.batch_size, shuffle=True, drop_last=True,
                         collate_fn=collate_pairs, num_workers=train_cfg.num_workers)

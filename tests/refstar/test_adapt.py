@@ -58,4 +58,18 @@ def test_adapted_net_beats_input_and_uses_the_reference(clip_crops):
     assert p_ref > p_noref + 0.3, (p_noref, p_ref)
     assert float(with_ref.mask.mean()) > 0.1  # RefSel selected part of the reference
     p_guided = score(tensor_to_bgr(GuidedRestorer().restore(x, ref).image))
-    assert p_ref > p_guided + 0.5, (p_guided, p_ref)  # measured: guided 20.6 dB, adapted 22.1 dB
+    # guided 20.6 dB; adapted (seed 0) 21.75 dB, seeds 0-4 from 21.25 to 21.95 dB
+    assert p_ref > p_guided + 0.4, (p_guided, p_ref)
+
+
+def test_adaptation_is_reproducible(clip_crops):
+    import torch
+
+    torch.manual_seed(123)  # whatever ran before must not matter: the seed fixes the start weights
+    a, _ = adapt_report({0: clip_crops[:4]}, preset="tiny", size=S, steps=3, time_budget_s=None,
+                        device="cpu", seed=5)
+    torch.rand(7)
+    b, _ = adapt_report({0: clip_crops[:4]}, preset="tiny", size=S, steps=3, time_budget_s=None,
+                        device="cpu", seed=5)
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name
