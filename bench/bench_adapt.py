@@ -1,7 +1,7 @@
 """Per-job adaptation on real clips: PSNR of held-out degraded faces, restored four ways.
 
     python bench/bench_adapt.py [CLIP ...] [--frames 60] [--stride 2] [--size 128]
-        [--steps 400] [--budget 180] [--preset small] [--threads 2]
+        [--steps 400] [--budget 180] [--preset adapt] [--threads 2]
 
 For each clip (default: three clips of ../shared/data/videos): the largest face of ``--frames``
 decoded frames (every ``--stride``-th) is detected with the dlib analyzer and aligned to a
@@ -10,7 +10,9 @@ Laplacian variance, plus the rest down to half the median sharpness) used for ad
 other third is degraded with the degradation model (ADAPT_RANGES: x3-5 down, blur 1-3, noise 0-8,
 JPEG 40-80; seeded) and restored by: nothing (the degraded input), the guided restorer with the
 sharpest training crop as reference, and the adapted RefSTAR net without and with that
-reference. Reported: mean PSNR (dB) of the whole aligned crop vs the original crop, temporal
+reference; and, as the issue's yardstick, a plain ~0.3 M-parameter U-Net trained with L1 on the
+same samples for the same steps, without and with the reference as extra input channels
+(``bench/_baseline.py``). Reported: mean PSNR (dB) of the whole aligned crop vs the original crop, temporal
 flicker of the held-out sequence (``refstar.metrics.flicker``), adaptation steps and seconds.
 """
 
@@ -28,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._baseline import n_params, train_baseline  # noqa: E402
 from bench._common import real_data_root  # noqa: E402
 from refstar.adapt import adapt_report  # noqa: E402
 from refstar.degradations import degrade, sample_params  # noqa: E402
@@ -35,7 +38,7 @@ from refstar.guided import GuidedRestorer  # noqa: E402
 from refstar.metrics import flicker, psnr  # noqa: E402
 from refstar.refstar_restorer import RefSTARRestorer  # noqa: E402
 from refstar.restorer import bgr_to_tensor, tensor_to_bgr  # noqa: E402
-from refstar.training.dataset import ADAPT_RANGES  # noqa: E402
+from refstar.training.dataset import ADAPT_RANGES, FacePairs, PairConfig  # noqa: E402
 from worker.config import DetectConfig  # noqa: E402
 from worker.faces.align import estimate_affine, warp_face  # noqa: E402
 from worker.faces.base import make_analyzer  # noqa: E402
@@ -79,6 +82,7 @@ def run_clip(path: Path, args: argparse.Namespace) -> dict:
     rng = np.random.default_rng(0)
     lq = [degrade(c, sample_params(rng, ADAPT_RANGES)) for c in held]
     x, ref = bgr_to_tensor(lq), bgr_to_tensor([ref_crop] * len(lq))
+    extra: dict = {}
     outs = {"input": lq, "guided + ref": tensor_to_bgr(GuidedRestorer().restore(x, ref).image)}
     net, res = adapt_report({0: train}, preset=args.preset, steps=args.steps,
                             time_budget_s=args.budget, size=args.size, batch_size=args.batch,
@@ -87,9 +91,19 @@ def run_clip(path: Path, args: argparse.Namespace) -> dict:
     outs["refstar, no ref"] = tensor_to_bgr(restorer.restore(x, None).image)
     with_ref = restorer.restore(x, ref)
     outs["refstar + ref"] = tensor_to_bgr(with_ref.image)
+    if args.baseline:
+        data = FacePairs({0: train}, PairConfig(size=args.size, ranges=ADAPT_RANGES, seed=0,
+                                                length=4 * len(train)))
+        for name, use_ref in (("unet L1", False), ("unet L1 + ref", True)):
+            unet, secs = train_baseline(data, ref=use_ref, steps=args.steps,
+                                        batch_size=args.batch, lr=args.lr)
+            with torch.inference_mode():
+                outs[name] = tensor_to_bgr(unet(x, ref if use_ref else None))
+            extra[f"{name} s"] = round(secs, 1)
+        extra["unet params"] = n_params(unet)
     row = {"clip": path.name, "faces": len(crops), "train": len(train), "held_out": len(held),
            "detect_s": round(t_detect, 1), "adapt_steps": res.steps,
-           "adapt_s": round(res.seconds, 1), "mask_mean": round(float(with_ref.mask.mean()), 3)}
+           "adapt_s": round(res.seconds, 1), "mask_mean": round(float(with_ref.mask.mean()), 3), **extra}
     for name, o in outs.items():
         row[f"psnr {name}"] = round(float(np.mean([psnr(a, b) for a, b in zip(o, held, strict=True)])), 2)
         row[f"flicker {name}"] = round(flicker(o, held), 4)
@@ -107,10 +121,12 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--budget", type=float, default=180.0, help="adaptation seconds per clip")
-    ap.add_argument("--preset", default="small")
+    ap.add_argument("--preset", default="adapt")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--no-baseline", dest="baseline", action="store_false",
+                    help="skip the issue's yardstick (a plain 0.3 M U-Net with L1, same steps)")
     ap.add_argument("--save", default="", help="folder for before/after grids")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

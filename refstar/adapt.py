@@ -38,7 +38,7 @@ class AdaptResult:
 def adapt_report(
     crops_by_identity: Mapping[int, Sequence[np.ndarray]],
     *,
-    preset: str = "small",
+    preset: str = "adapt",
     steps: int = 400,
     time_budget_s: float | None = 180.0,
     init: str | None = None,

@@ -81,7 +81,7 @@ class RestoreConfig:
     adapt: bool = True
     adapt_steps: int = 400
     adapt_time_s: float = 180.0  # stop adapting by then, s (whichever of steps/time comes first)
-    adapt_preset: str = "small"  # NetConfig preset when training from scratch
+    adapt_preset: str = "adapt"  # NetConfig preset when training from scratch
     adapt_size: int = 128  # training crop side, px
     adapt_crops_per_track: int = 24  # sharpest crops kept per track for adaptation
     strength: float = 1.0  # guided: how much reference detail is transferred, 0..1

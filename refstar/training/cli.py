@@ -29,7 +29,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="--data is a worker item's output (refs/<identity>/*.png)")
     p.add_argument("--aligned", action="store_true",
                    help="the images are template-aligned crops (skip face detection)")
-    p.add_argument("--preset", default="small", choices=("tiny", "small", "base"))
+    p.add_argument("--preset", default="small", choices=("tiny", "adapt", "small", "base"))
     p.add_argument("--size", type=int, default=None, help="crop size, px (default: preset's)")
     p.add_argument("--steps", type=int, default=DEFAULTS.max_steps)
     p.add_argument("--time-budget", type=float, default=None, help="seconds; stop by then")

@@ -163,7 +163,7 @@ def test_deterministic_init_and_config_round_trip():
 
 
 @pytest.mark.parametrize(
-    ("name", "lo", "hi"), [("tiny", 1e5, 3e5), ("small", 1e6, 3e6), ("base", 1e7, 1e8)]
+    ("name", "lo", "hi"), [("tiny", 1e5, 3e5), ("adapt", 1e6, 3e6), ("small", 1e6, 3e6), ("base", 1e7, 1e8)]
 )
 def test_preset_parameter_counts(name, lo, hi):
     with torch.device("meta"):  # no memory, no init cost, even for "base"
