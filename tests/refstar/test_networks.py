@@ -171,6 +171,16 @@ def test_preset_parameter_counts(name, lo, hi):
     assert lo <= n <= hi, n
 
 
+def test_adapt_preset_runs_at_its_size_with_and_without_reference():
+    torch.manual_seed(0)
+    net = RefSTARNet(NetConfig.preset("adapt")).eval()
+    x = torch.rand(1, 3, 128, 128)
+    with torch.inference_mode():
+        plain, with_ref = net(x), net(x, ref=torch.rand(1, 3, 128, 128))
+    assert plain.image.shape == with_ref.image.shape == (1, 3, 128, 128)
+    assert float(plain.mask.abs().max()) == 0.0 and float(with_ref.mask.mean()) > 0.0
+
+
 def test_patch_discriminator_shape():
     d = PatchDiscriminator(channels=8, levels=3)
     assert d(torch.rand(2, 3, 32, 32)).shape == (2, 1, 4, 4)
