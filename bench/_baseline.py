@@ -71,7 +71,3 @@ def train_baseline(data: FacePairs, *, ref: bool, steps: int, batch_size: int = 
                 break
         epoch += 1
     return net.eval(), time.perf_counter() - t0
-
-
-def n_params(net: nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())

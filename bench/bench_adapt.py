@@ -30,12 +30,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._baseline import n_params, train_baseline  # noqa: E402
+from bench._baseline import train_baseline  # noqa: E402
 from bench._common import real_data_root  # noqa: E402
 from refstar.adapt import adapt_report  # noqa: E402
 from refstar.degradations import degrade, sample_params  # noqa: E402
 from refstar.guided import GuidedRestorer  # noqa: E402
 from refstar.metrics import flicker, psnr  # noqa: E402
+from refstar.networks.refstar_net import count_parameters  # noqa: E402
 from refstar.refstar_restorer import RefSTARRestorer  # noqa: E402
 from refstar.restorer import bgr_to_tensor, tensor_to_bgr  # noqa: E402
 from refstar.training.dataset import ADAPT_RANGES, FacePairs, PairConfig  # noqa: E402
@@ -100,7 +101,7 @@ def run_clip(path: Path, args: argparse.Namespace) -> dict:
             with torch.inference_mode():
                 outs[name] = tensor_to_bgr(unet(x, ref if use_ref else None))
             extra[f"{name} s"] = round(secs, 1)
-        extra["unet params"] = n_params(unet)
+        extra["unet params"] = count_parameters(unet)
     row = {"clip": path.name, "faces": len(crops), "train": len(train), "held_out": len(held),
            "detect_s": round(t_detect, 1), "adapt_steps": res.steps,
            "adapt_s": round(res.seconds, 1), "mask_mean": round(float(with_ref.mask.mean()), 3), **extra}
