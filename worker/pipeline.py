@@ -69,17 +69,19 @@ def adapt_net(crops_by_identity: dict[int, list[np.ndarray]], cfg: Config):
     from refstar.adapt import adapt_report
     from refstar.degradations import rescale_ranges
     from refstar.training.dataset import ADAPT_RANGES
+    from worker.memory import heap_allocations
 
     r = cfg.restore
     # the net sees crop_size crops shrunk to adapt_size, so it must learn the degradations
     # the item's faces have at that scale, not the recipe's at full scale
     ranges = rescale_ranges(ADAPT_RANGES, r.adapt_size / r.crop_size)
     try:
-        net, rep = adapt_report(crops_by_identity, preset=r.adapt_preset, steps=r.adapt_steps,
-                                time_budget_s=r.adapt_time_s, init=local_checkpoint(r.checkpoint) or None,
-                                size=r.adapt_size, device=r.device, ranges=ranges,
-                                log=(lambda line: print(f"adapt: {line}", flush=True))
-                                if cfg.progress else None)
+        with heap_allocations():  # a pinned mmap threshold slows every training step
+            net, rep = adapt_report(
+                crops_by_identity, preset=r.adapt_preset, steps=r.adapt_steps,
+                time_budget_s=r.adapt_time_s, init=local_checkpoint(r.checkpoint) or None,
+                size=r.adapt_size, device=r.device, ranges=ranges,
+                log=(lambda line: print(f"adapt: {line}", flush=True)) if cfg.progress else None)
     except ValueError as e:  # no person with two usable crops
         return None, {"name": "refstar" if r.checkpoint else "guided", "adapted": False, "why": str(e)}
     return net, {"name": "refstar", "adapted": True, "init": r.checkpoint or None,

@@ -42,9 +42,9 @@ def clip_crops() -> list[np.ndarray]:
 def test_adapted_net_beats_input_and_uses_the_reference(clip_crops):
     train = [c for i, c in enumerate(clip_crops) if i % 3 != 2]
     held = [c for i, c in enumerate(clip_crops) if i % 3 == 2]
-    net, res = adapt_report({0: train}, preset="tiny", size=S, steps=80, time_budget_s=None,
+    net, res = adapt_report({0: train}, preset="tiny", size=S, steps=120, time_budget_s=None,
                             batch_size=4, lr=3e-3, device="cpu")
-    assert res.steps == 80 and res.identities == 1 and res.crops == len(train)
+    assert res.steps == 120 and res.identities == 1 and res.crops == len(train)
     rng = np.random.default_rng(1)
     lq = [degrade(c, sample_params(rng, ADAPT_RANGES)) for c in held]
     restorer = RefSTARRestorer(net, device="cpu")
@@ -58,8 +58,9 @@ def test_adapted_net_beats_input_and_uses_the_reference(clip_crops):
     assert p_ref > p_noref + 0.3, (p_noref, p_ref)
     assert float(with_ref.mask.mean()) > 0.1  # RefSel selected part of the reference
     p_guided = score(tensor_to_bgr(GuidedRestorer().restore(x, ref).image))
-    # guided 20.6 dB; adapted (seed 0) 21.75 dB, seeds 0-4 from 21.25 to 21.95 dB
-    assert p_ref > p_guided + 0.4, (p_guided, p_ref)
+    # input 19.7 dB, guided 20.6; adapted with ref 23.6 (seed 0), seeds 0-2 from 22.2 to 24.0;
+    # without ref 20.0 to 20.7
+    assert p_ref > p_guided + 1.0, (p_guided, p_ref)
 
 
 def test_adaptation_is_reproducible(clip_crops):
