@@ -87,13 +87,13 @@ def adapt(crops_by_identity: Mapping[int, Sequence[np.ndarray]], **kwargs) -> Re
         job's sharpest faces; identities with fewer than two crops are skipped).
     Keyword arguments are ``adapt_report``'s:
     preset: NetConfig preset when training from scratch; its ``size`` is replaced by ``size``
-        (default 128 px: measured to fit 400 steps in ~3 min on 2 CPU cores).
+        (default 128 px: measured to fit 400 steps in ~2.5 min on 2 CPU cores).
     steps / time_budget_s: stop at whichever comes first; the LR anneals over both.
     init: a checkpoint (path) to fine-tune instead of starting from scratch.
     w_freq / w_cycle: weights of the frequency loss and of the MCC cycle term (a). Both are 0 by
         default: in a few hundred steps they pull capacity away from fidelity. Measured on three
         real clips (bench/bench_adapt.py): turning both off raised the gain over the input by
-        0.4 to 0.9 dB with the reference; the cycle term alone accounted for most of it.
+        0.3 to 0.9 dB with the reference; the cycle term alone accounted for most of it.
         ``refstar train`` (long runs) keeps both.
     seed; ``size``, ``batch_size``, ``lr``, ``ranges`` (DegradationRanges), ``device``,
         ``log`` (callable taking progress lines).
