@@ -48,6 +48,7 @@ def adapt_report(
     lr: float = 2e-3,
     w_freq: float = 0.0,
     w_cycle: float = 0.0,
+    w_mask: float = 0.0,
     ranges: DegradationRanges = ADAPT_RANGES,
     device: str = "auto",
     log: Callable[[str], None] | None = None,
@@ -72,7 +73,7 @@ def adapt_report(
     data = FacePairs(crops, PairConfig(size=size, ranges=ranges, seed=seed, length=4 * n))
     tcfg = TrainConfig(max_steps=steps, time_budget_s=time_budget_s, batch_size=batch_size,
                        lr=lr, warmup_steps=min(20, max(1, steps // 10)), ema_decay=0.99,
-                       log_every=max(1, steps // 10), device=device, seed=seed, w_mask=0.05,
+                       log_every=max(1, steps // 10), device=device, seed=seed, w_mask=w_mask,
                        w_freq=w_freq, w_cycle=w_cycle)
     trainer = Trainer(net, data, tcfg, None, log=log)
     losses = trainer.fit()
@@ -90,11 +91,13 @@ def adapt(crops_by_identity: Mapping[int, Sequence[np.ndarray]], **kwargs) -> Re
         (default 128 px: measured to fit 400 steps in ~2.5 min on 2 CPU cores).
     steps / time_budget_s: stop at whichever comes first; the LR anneals over both.
     init: a checkpoint (path) to fine-tune instead of starting from scratch.
-    w_freq / w_cycle: weights of the frequency loss and of the MCC cycle term (a). Both are 0 by
-        default: in a few hundred steps they pull capacity away from fidelity. Measured on three
-        real clips (bench/bench_adapt.py): turning both off raised the gain over the input by
-        0.3 to 0.9 dB with the reference; the cycle term alone accounted for most of it.
-        ``refstar train`` (long runs) keeps both.
+    w_freq / w_cycle / w_mask: weights of the frequency loss, the MCC cycle term (a) and the
+        RefSel mask loss. All 0 by default: in a few hundred steps they pull capacity away from
+        fidelity, and the mask target (where GT and reference agree) asks for the reference even
+        where the input is good enough. Measured on real clips (bench/bench_adapt.py, 400
+        steps): without the frequency and cycle terms +0.3 to +0.9 dB with the reference; then
+        without the mask loss another +0.9 to +1.1 dB at crop level and +0.97 dB at frame level
+        (KatieHill, where the reference had cost 0.54 dB). ``refstar train`` keeps them all.
     seed; ``size``, ``batch_size``, ``lr``, ``ranges`` (DegradationRanges), ``device``,
         ``log`` (callable taking progress lines).
     """
