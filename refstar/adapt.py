@@ -96,9 +96,9 @@ def adapt(crops_by_identity: Mapping[int, Sequence[np.ndarray]], **kwargs) -> Re
         fidelity, and the mask target (where GT and reference agree) asks for the reference even
         where the input is good enough. Measured on real clips (bench/bench_adapt.py, 400
         steps): without the frequency and cycle terms +0.3 to +0.9 dB with the reference; then
-        without the mask loss another +0.1 to +0.9 dB at crop level and +0.8 to +1.0 dB at frame level
-        (retalking, KatieHill; there the reference had cost 0.13 and 0.54 dB). ``refstar train``
-        keeps them all.
+        without the mask loss another +0.1 to +0.9 dB at crop level and +0.8 to +1.0 dB at
+        frame level (retalking, KatieHill; there the reference had cost 0.13 and 0.54 dB).
+        ``refstar train`` keeps them all.
     seed; ``size``, ``batch_size``, ``lr``, ``ranges`` (DegradationRanges), ``device``,
         ``log`` (callable taking progress lines).
     """

@@ -43,8 +43,8 @@ def heap_allocations(size: int = 1 << 30) -> Iterator[None]:
 
     Training allocates and frees the same multi-MiB activations every step. With the threshold
     pinned at 1 MiB each of them is a fresh mmap whose pages fault in again: RefSTAR adaptation
-    steps measured 0.44-0.47 s instead of 0.37 s (2 cores). A no-op in a
-    process that never pinned (glibc's dynamic threshold already keeps such buffers on the heap).
+    steps measured 0.44-0.47 s instead of 0.37 s (2 cores). A no-op in a process that never
+    pinned (glibc's dynamic threshold already keeps such buffers on the heap).
     """
     if not _pinned:
         yield
