@@ -5,6 +5,7 @@ restorer costs nothing but time."""
 from __future__ import annotations
 
 import json
+import tempfile
 import threading
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from worker import archive, storage
 from worker.config import load_config
 from worker.media.video import audio_packet_digests, iter_frames
 from worker.pipeline import restore_item
-from worker.ray_adapter import PoolOptions
+from worker.ray_adapter import PoolOptions, Pools, fan_out
 
 pytest_plugins = ["tests.s3server"]
 pytestmark = pytest.mark.slow
@@ -215,3 +216,25 @@ def test_refstar_adapted_per_item_on_ray(cluster, inputs, tmp_path):
         assert man["restorer"]["name"] == "refstar" and man["restorer"]["adapted"], man["restorer"]
         assert man["restorer"]["steps"] == 6 and man["timings"]["adapt"] > 0
         assert man["counts"]["faces_restored"] > 0
+
+
+def test_actors_remove_their_input_copies_at_shutdown(cluster, inputs, s3_server, tmp_path):
+    """On a multi-node cluster an actor downloads inputs its node cannot see; the job's end must
+    not leave those copies behind (``ray.kill`` skips the actor's exit handlers)."""
+    img = inputs / "album" / "group_a.jpg"
+    uri = f"s3://{s3_server.new_bucket()}/group_a.jpg"
+    storage.upload_file(img, uri)
+    cfg = load_config(None, SETS)
+    pools = Pools(cfg, PoolOptions(analysis_actors=1, analysis_cpus=0.5), job="cache-test")
+    ours = lambda: set(Path(tempfile.gettempdir()).glob("refstar-in-*"))  # noqa: E731
+    before = ours()
+    try:
+        here, fetched = fan_out(pools.analysis, "analyse_image",
+                                [(cfg, str(img), str(img)), (cfg, str(tmp_path / "other-node.jpg"), uri)])
+        assert len(fetched) == len(here) == 3  # group_a shows three people
+        np.testing.assert_array_equal([f.bbox for f in fetched], [f.bbox for f in here])
+        made = ours() - before
+        assert len(made) == 1 and any(made.pop().rglob("other-node.jpg"))
+    finally:
+        pools.shutdown()
+    assert not ours() - before

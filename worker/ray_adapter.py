@@ -32,6 +32,7 @@ import ray
 from worker import storage
 from worker.config import Config
 from worker.errors import MediaError
+from worker.input_cache import InputCache
 from worker.records import Face, ItemError
 from worker.segments import (
     Segment,
@@ -42,6 +43,7 @@ from worker.segments import (
 )
 
 RESTARTS = 3  # a killed actor comes back this many times; its in-flight calls are replayed
+CLOSE_TIMEOUT_S = 60  # how long shutdown waits for the actors to remove their input copies
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,16 +70,6 @@ def _unwrap(value: object) -> object:
     if isinstance(value, _Failed):
         raise MediaError(value.file, value.reason)
     return value
-
-
-def _fetch(local: str, uri: str, cache: Path) -> str:
-    """``local`` when this node sees it, else a download of ``uri`` (multi-node clusters)."""
-    if os.path.exists(local):
-        return local
-    dst = cache / uuid.uuid5(uuid.NAMESPACE_URL, uri).hex / Path(local).name
-    if not dst.exists():
-        storage.download(uri, dst)
-    return str(dst)
 
 
 def _put(tmp: Path, uri: str) -> None:
@@ -114,7 +106,7 @@ class AnalysisWorker:
     def __init__(self, cfg: Config):
         self._analyzers: dict = {}
         self._analyzer(cfg)  # load the models now, not inside the first item
-        self.cache = Path(tempfile.mkdtemp(prefix="refstar-in-"))
+        self.cache = InputCache()
         self.metrics = _Metrics()
 
     def _analyzer(self, cfg: Config):
@@ -127,10 +119,15 @@ class AnalysisWorker:
     def thresholds(self, cfg: Config) -> tuple[float, float, int]:
         return _thresholds(self._analyzer(cfg))
 
+    def close(self) -> None:
+        """Remove this actor's input copies (``Pools.shutdown`` calls it: ``ray.kill`` skips
+        the process's exit handlers)."""
+        self.cache.close()
+
     @_carry_errors
     def analyse_segment(self, cfg: Config, src: str, uri: str, info, seg: Segment) -> SegmentAnalysis:
         t = time.monotonic()
-        out = analyse_segment(_fetch(src, uri, self.cache), info, seg, self._analyzer(cfg), cfg)
+        out = analyse_segment(self.cache.path(src, uri), info, seg, self._analyzer(cfg), cfg)
         self.metrics.frames.inc(out.analysis.n_frames, tags={"stage": "analyse"})
         self.metrics.latency.observe(time.monotonic() - t, tags={"stage": "analyse_segment"})
         return out
@@ -140,7 +137,7 @@ class AnalysisWorker:
         """Faces of one album image, measured as ``album_item`` measures them."""
         from worker.album_item import analyse_image
 
-        return analyse_image(Path(_fetch(src, uri, self.cache)), self._analyzer(cfg), cfg)
+        return analyse_image(Path(self.cache.path(src, uri)), self._analyzer(cfg), cfg)
 
 
 class RestoreWorker:
@@ -152,7 +149,7 @@ class RestoreWorker:
             self._restorer(cfg)
         self._stage: tuple[tuple, object] | None = None
         self._past_stats: dict[str, int] = {}  # counters of the stages replaced so far
-        self.cache = Path(tempfile.mkdtemp(prefix="refstar-in-"))
+        self.cache = InputCache()
         self.metrics = _Metrics()
 
     def _restorer(self, cfg: Config):
@@ -182,6 +179,11 @@ class RestoreWorker:
     def pid(self) -> int:
         return os.getpid()
 
+    def close(self) -> None:
+        """Remove this actor's input copies (``Pools.shutdown`` calls it: ``ray.kill`` skips
+        the process's exit handlers)."""
+        self.cache.close()
+
     def stats(self) -> dict[str, int]:
         """Restorer batch counters (``FaceRestoreStage.stats``) summed over this actor process's
         stages; a restarted actor starts again from zero."""
@@ -199,7 +201,7 @@ class RestoreWorker:
         tmp = Path(tempfile.mkdtemp(prefix="refstar-seg-"))
         try:
             local = tmp / Path(dst_uri).name
-            out = restore_segment(_fetch(src, uri, self.cache), info, seg, faces, refs,
+            out = restore_segment(self.cache.path(src, uri), info, seg, faces, refs,
                                   self._stage_for(item, cfg, adapted), str(local), cfg.output, want)
             _put(local, dst_uri)
         finally:
@@ -228,7 +230,7 @@ class RestoreWorker:
         tmp = Path(tempfile.mkdtemp(prefix="refstar-img-"))
         try:
             local = tmp / Path(dst_uri).name
-            restore_image(Path(_fetch(src, uri, self.cache)), local, faces, refs,
+            restore_image(Path(self.cache.path(src, uri)), local, faces, refs,
                           self._stage_for(item, cfg, adapted), cfg, sink)
             _put(local, dst_uri)
         finally:
@@ -353,15 +355,17 @@ def _join(src: str, uri: str, info, parts: list[str], dst_uri: str) -> int:
     from worker.segments import join_segments
 
     tmp = Path(tempfile.mkdtemp(prefix="refstar-join-"))
+    cache = InputCache(keep=len(parts) + 1, prefix="refstar-join-in-")
     try:
-        local_parts = [_fetch(p, p, tmp / "parts") if not storage.is_s3(p)
+        local_parts = [cache.path(p, p) if not storage.is_s3(p)
                        else str(storage.download(p, tmp / "parts" / f"{k:05d}{Path(p).suffix}"))
                        for k, p in enumerate(parts)]
         local = tmp / Path(dst_uri).name
-        n = join_segments(_fetch(src, uri, tmp / "src"), info, local_parts, str(local))
+        n = join_segments(cache.path(src, uri), info, local_parts, str(local))
         _put(local, dst_uri)
         return n
     finally:
+        cache.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -432,7 +436,12 @@ class Pools:
         return ray.put(obj)
 
     def shutdown(self) -> None:
-        for actor in (self._analysis or []) + (self._restore or []):
+        actors = (self._analysis or []) + (self._restore or [])
+        try:
+            ray.get([a.close.remote() for a in actors], timeout=CLOSE_TIMEOUT_S)
+        except Exception:  # noqa: BLE001, S110 - a dead or stuck actor keeps its copies; kill anyway
+            pass
+        for actor in actors:
             ray.kill(actor, no_restart=True)
 
 
