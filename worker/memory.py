@@ -45,6 +45,13 @@ def heap_allocations(size: int = 1 << 30) -> Iterator[None]:
     pinned at 1 MiB each of them is a fresh mmap whose pages fault in again: RefSTAR adaptation
     steps measured 0.44-0.47 s instead of 0.37 s (2 cores). A no-op in a process that never
     pinned (glibc's dynamic threshold already keeps such buffers on the heap).
+
+    Restorer calls are not wrapped, although RefSTAR inference suffers the same way (batches of
+    8 faces at 128 px: 18 faces/s pinned, 41 unpinned). Lifting the threshold around each call
+    and keeping 256 MiB of free heap for the next one made the whole worker only 8% faster
+    (``bench_memory.py --pipeline --set restorer=refstar restore.adapt_steps=20``, where
+    analysis dominates), and peak RSS grew with the video's length again: 1101/1192 MiB for
+    50/500 frames instead of 999/992 (guided restoration: 943/1124 instead of 689/698).
     """
     if not _pinned:
         yield
