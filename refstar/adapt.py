@@ -98,7 +98,10 @@ def adapt(crops_by_identity: Mapping[int, Sequence[np.ndarray]], **kwargs) -> Re
         steps): without the frequency and cycle terms +0.3 to +0.9 dB with the reference; then
         without the mask loss another +0.1 to +0.9 dB at crop level and +0.8 to +1.0 dB at
         frame level (retalking, KatieHill; there the reference had cost 0.13 and 0.54 dB).
-        ``refstar train`` keeps them all.
+        A mask target limited to where the input is damaged, or RefSel trained on detached
+        features, still cost 0.8 to 1.9 dB. Without the mask loss RefSel learns to select
+        little (mask mean 0.03-0.18), so at the mild degradations of whole frames the
+        reference changes nothing measurable. ``refstar train`` keeps every term.
     seed; ``size``, ``batch_size``, ``lr``, ``ranges`` (DegradationRanges), ``device``,
         ``log`` (callable taking progress lines).
     """
