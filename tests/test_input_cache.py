@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from worker import storage
-from worker.input_cache import InputCache
+from worker.input_cache import InputCache, _owner
 
 pytest_plugins = ["tests.s3server"]  # the s3_server and bucket fixtures
 
@@ -65,3 +69,24 @@ def test_a_missing_input_names_the_uri(bucket, tmp_path):
 def test_keep_must_be_positive():
     with pytest.raises(ValueError, match="keep"):
         InputCache(keep=0)
+
+
+def test_a_dead_process_folder_is_swept_when_the_next_cache_starts(bucket, tmp_path, monkeypatch):
+    """A crashed actor leaves its folder; the next cache on that host removes it, and nothing
+    that may still be in use."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead = int(done.stdout)  # that process has exited
+    me = _owner("refstar-in-")
+    folders = {"dead": f"{me}{dead}-abc", "alive": f"{me}{os.getpid()}-abc",
+               "other_host": f"refstar-in-elsewhere-{dead}-abc", "legacy": "refstar-in-abc123"}
+    for name in folders.values():
+        (tmp_path / name / "k").mkdir(parents=True)
+        (tmp_path / name / "k" / "clip.mp4").write_bytes(b"x")
+    cache = InputCache()
+    assert not (tmp_path / folders["dead"]).exists()
+    assert all((tmp_path / folders[k]).exists() for k in ("alive", "other_host", "legacy"))
+    cache.path(str(tmp_path / "gone.jpg"), _put(bucket, "b.jpg", b"img"))
+    assert cache.dir.parent == tmp_path and cache.dir.name.startswith(f"{me}{os.getpid()}-")
+    cache.close()
