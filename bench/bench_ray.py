@@ -26,7 +26,7 @@ from tests.mediagen import FaceScene
 from tests.test_segments import gop_video
 from worker import archive
 from worker.config import load_config
-from worker.ray_adapter import PoolOptions, Pools
+from worker.ray_pools import PoolOptions, Pools
 
 SETS = ["progress=false", "restore.crop_size=256"]
 
@@ -112,7 +112,7 @@ def one_run(video: Path, out: Path, analysis_actors: int, cpus: float, segment_f
             t = time.monotonic()
             summary = run_job(items, str(out), None, SETS, opts, force=True, pools=pools)
             wall = time.monotonic() - t
-        batches = [ray.get(a.stats.remote()) for a in pools.restore]
+        batches = [ray.get(a.stats.remote()) for a in pools.restore.up]
     finally:
         pools.shutdown()
     assert summary["done"] == 1, summary

@@ -26,7 +26,7 @@ def plan_video(pools, cfg: Config, iid: str, src: Path, uri: str, out_dir: str, 
     from worker.media.video import probe_video
     from worker.plan import plan_video_item
     from worker.progress import Progress
-    from worker.ray_adapter import fan_out
+    from worker.ray_pools import fan_out
     from worker.segments import merge_analyses, packet_index, plan_segments
 
     timings, per = result.timings, pools.opts.in_flight_per_actor
@@ -52,14 +52,13 @@ def _restore_video(pools, cfg, iid, src, uri, out_dir, work, result, on_restore,
     from worker.pipeline import count_faces, media_dict
     from worker.plan import assign_references
     from worker.progress import Progress
-    from worker.ray_adapter import fan_out, join
+    from worker.ray_adapter import join
+    from worker.ray_pools import fan_out
     from worker.video_item import adaptation_crops
 
     timings, per = result.timings, pools.opts.in_flight_per_actor
     refs = assign_references(analysis.faces, identities, cfg)  # linking may have changed them
     adapted = _adapt(pools, cfg, adaptation_crops(analysis), result)
-    if adapted is not None:
-        adapted = pools.share(adapted)  # once in the object store for every segment call
     t = time.monotonic()
     samples = ReportSamples.choose(analysis.faces, cfg.output.report_faces)
     suffix = src.suffix.lower()
@@ -100,13 +99,13 @@ def _restore_video(pools, cfg, iid, src, uri, out_dir, work, result, on_restore,
 
 def plan_album(pools, cfg: Config, embed_dim: int, iid: str, src: Path, uri: str, out_dir: str,
                result: ItemResult):
-    """An album as ``worker.album_item.restore_album`` does it, its images streamed through Ray
-    Data pipelines: analysed and planned now (analysis actors); returns its identities, faces and
-    the restore pass (restore actors) to run later."""
+    """An album as ``worker.album_item.restore_album`` does it, its images spread over the
+    analysis actors: analysed and planned now; returns its identities, faces and the restore
+    pass (restore actors) to run later."""
     from worker.album_item import AlbumBook, album_files
     from worker.media.image import is_image_name
     from worker.progress import Progress
-    from worker.ray_adapter import album_analyse
+    from worker.ray_pools import fan_out
 
     root, names = album_files(src)
 
@@ -117,9 +116,11 @@ def plan_album(pools, cfg: Config, embed_dim: int, iid: str, src: Path, uri: str
     t = time.monotonic()
     images = [n for n in names if is_image_name(n)]
     progress = Progress(f"{iid} analyse", len(images), unit="images", enabled=cfg.progress)
-    found = album_analyse(cfg, [{"name": n, "src": str(root / n), "uri": uri_of(n)} for n in images],
-                          pools.opts, progress=lambda: progress.update(1)) if images else {}
+    found = fan_out(pools.analysis, "analyse_image", [(cfg, str(root / n), uri_of(n)) for n in images],
+                    pools.opts.in_flight_per_actor, on_result=lambda k, r: progress.update(1),
+                    tolerate=(MediaError,)) if images else []
     progress.done()
+    found = dict(zip(images, found, strict=True))
     for name in names:
         book.add(name, found.get(name))
     result.timings["analyse"] = time.monotonic() - t
@@ -134,7 +135,7 @@ def plan_album(pools, cfg: Config, embed_dim: int, iid: str, src: Path, uri: str
 def _restore_album(pools, cfg, iid, root, names, uri_of, out_dir, result, book, identities):
     from worker.plan import assign_references
     from worker.progress import Progress
-    from worker.ray_adapter import album_restore
+    from worker.ray_pools import fan_out
 
     refs = assign_references(book.faces, identities, cfg)  # linking may have changed them
     adapted = _adapt(pools, cfg, book.adapt_crops, result)
@@ -147,14 +148,17 @@ def _restore_album(pools, cfg, iid, root, names, uri_of, out_dir, result, book, 
             storage.upload_file(root / name, storage.join(out_dir, "restored", name))  # byte-identical
             book.status.setdefault(name, "unchanged")
             continue
-        rows.append({"name": name, "src": str(root / name), "uri": uri_of(name), "faces": faces,
-                     "dst": storage.join(out_dir, "restored", name),
-                     "want": [k for k, f in enumerate(faces) if id(f) in samples.wanted]})
+        rows.append((name, faces))
+    shared_refs = pools.share(refs)
+    calls = [(cfg, iid, str(root / name), uri_of(name), faces, shared_refs,
+              storage.join(out_dir, "restored", name),
+              {k for k, f in enumerate(faces) if id(f) in samples.wanted}, adapted)
+             for name, faces in rows]
     progress = Progress(f"{iid} restore", len(rows), unit="images", enabled=cfg.progress)
-    outs = album_restore(cfg, iid, rows, refs, pools.opts, adapted, progress=lambda: progress.update(1)) if rows else {}
+    outs = fan_out(pools.restore, "restore_image", calls, pools.opts.in_flight_per_actor,
+                   on_result=lambda k, r: progress.update(1), tolerate=(MediaError,)) if rows else []
     progress.done()
-    for row in rows:
-        name, out = row["name"], outs[row["name"]]
+    for (name, _), out in zip(rows, outs, strict=True):
         if isinstance(out, MediaError):
             book.fail(name, out.reason, "write")
             storage.upload_file(root / name, storage.join(out_dir, "restored", name))
@@ -171,18 +175,16 @@ def _restore_album(pools, cfg, iid, root, names, uri_of, out_dir, result, book, 
     return media, files, samples
 
 
-def _adapt(pools, cfg: Config, crops: dict, result: ItemResult) -> tuple | None:
-    """With ``restorer=refstar`` and ``restore.adapt``: ``(net or None, info)``, the item's
-    adapted net (None otherwise)."""
+def _adapt(pools, cfg: Config, crops: dict, result: ItemResult):
+    """With ``restorer=refstar`` and ``restore.adapt``: the item's adapted ``(net or None,
+    info)`` in the object store, once for every restore call (None otherwise)."""
     if not (cfg.restore.restorer == "refstar" and cfg.restore.adapt):
         return None
-    from worker.ray_adapter import adapt_item
-
     t = time.monotonic()
-    net, result.restorer = adapt_item(crops, cfg, pools.opts)
+    net, result.restorer = pools.adapt(crops, cfg)
     if net is not None:
         result.timings["adapt"] = time.monotonic() - t
-    return net, result.restorer
+    return pools.share((net, result.restorer))
 
 
 @dataclass

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import shutil
 import sys
@@ -39,7 +40,7 @@ def run_job(items: list[archive.ArchiveItem], out_root: str, config_file: str | 
     references are shared by all their appearances (the driver holds every item's face records
     and staged input meanwhile)."""
     from jobs.items import finish_item, start_item
-    from worker.ray_adapter import Pools
+    from worker.ray_pools import Pools
 
     t0 = time.monotonic()
     base = load_config(config_file, sets)
@@ -80,20 +81,26 @@ def run_job(items: list[archive.ArchiveItem], out_root: str, config_file: str | 
             tmp = tmp_root / f"item-{n}"
             tmp.mkdir()
             st = start_item(pools, item, cfg, out_root, work, tmp, on_restore)
-            if link:
+            if link and not pools.stuck:
                 started.append((n, st, tmp))
                 continue
             res = finish_item(st)
             shutil.rmtree(tmp, ignore_errors=True)
             rows.append((item, res))
             log(n, res)
-        if started:
+            if pools.stuck:
+                break
+        if started and not pools.stuck:
             persons = _link(started, base)
         for n, st, tmp in started:
-            res = finish_item(st)
+            res = finish_item(st) if not pools.stuck else _not_run(st.item, pools.stuck, st.result)
             shutil.rmtree(tmp, ignore_errors=True)
             rows.append((st.item, res))
             log(n, res)
+        if pools is not None and pools.stuck:  # nothing more can run: say so for every item left
+            seen = {id(item) for item, _ in rows}
+            rows += [(item, _not_run(item, pools.stuck)) for item in items if id(item) not in seen]
+            print(f"job stopped: {pools.stuck}", file=sys.stderr, flush=True)
     finally:
         if own_pools and pools is not None:
             pools.shutdown()
@@ -105,6 +112,16 @@ def run_job(items: list[archive.ArchiveItem], out_root: str, config_file: str | 
     where = storage.join(out_root, "_jobs", f"{job_name}.json") if job_name else storage.join(out_root, "_job_summary.json")
     storage.write_atomic(where, json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+def _not_run(item: archive.ArchiveItem, why: str, result: ItemResult | None = None) -> ItemResult:
+    """The result of an item the job could not run (or finish) because its pools are stuck."""
+    from worker.records import ItemError
+
+    result = result or ItemResult("", item.uri, item.kind)
+    result.status = "failed"
+    result.errors.append(ItemError(item.uri, f"not run: {why}", "job"))
+    return result
 
 
 def _link(started: list, base: Config) -> list[dict]:
@@ -140,13 +157,21 @@ def parse_args(argv: list[str] | None = None, prog: str = "python -m jobs.restor
     p.add_argument("--address", help="Ray cluster address (default: the job's cluster, else a local one)")
     p.add_argument("--config", help="YAML config file")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--analysis-actors", type=int, default=2)
-    p.add_argument("--restore-actors", type=int, default=1)
-    p.add_argument("--analysis-cpus", type=float, default=1.0, help="CPUs reserved per analysis actor")
-    p.add_argument("--restore-cpus", type=float, default=1.0, help="CPUs reserved per restore actor")
-    p.add_argument("--restore-gpus", type=float, default=0.0, help="GPUs per restore actor")
-    p.add_argument("--segment-frames", type=int, default=250, help="minimum frames per video segment")
-    p.add_argument("--album-batch", type=int, default=8, help="images per Ray Data batch in album pipelines")
+    pool = p.add_argument_group(
+        "actor pools", "Unset sizes fill the cluster; analysis and restore actors that do not fit "
+        "side by side take turns. Defaults work on any machine, a 2-core laptop included.")
+    pool.add_argument("--analysis-actors", type=int, metavar="N",
+                      help="analysis actors (default: the cluster's CPUs / --analysis-cpus)")
+    pool.add_argument("--restore-actors", type=int, metavar="N", help="restore actors (default: the "
+                      "cluster's GPUs / --restore-gpus when that is set, else CPUs / --restore-cpus)")
+    pool.add_argument("--analysis-cpus", type=float, default=1.0, help="CPUs reserved per analysis actor (default: 1)")
+    pool.add_argument("--restore-cpus", type=float, default=1.0, help="CPUs reserved per restore actor (default: 1)")
+    pool.add_argument("--restore-gpus", type=float, default=0.0, help="GPUs per restore actor (default: 0)")
+    pool.add_argument("--segment-frames", type=int, default=250,
+                      help="minimum frames per video segment (default: 250)")
+    pool.add_argument("--placement-timeout", type=float, default=900.0, metavar="S",
+                      help="stop the job when no actor of a pool could be placed in S seconds, "
+                           "e.g. GPUs asked of a cluster that has none (default: 900)")
     p.add_argument("--work", help="folder/prefix for segment files (a shared one on multi-node clusters)")
     p.add_argument("--force", action="store_true", help="redo items that are already done")
     p.add_argument("--job-name", metavar="NAME", help="write the summary to <output>/_jobs/NAME.json "
@@ -154,17 +179,26 @@ def parse_args(argv: list[str] | None = None, prog: str = "python -m jobs.restor
     args = p.parse_args(argv)
     if sum(map(bool, (args.input, args.manifest, args.item))) != 1:
         p.error("give exactly one of --input, --manifest and --item")
+    for name in ("analysis_actors", "restore_actors"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("analysis_cpus", "restore_cpus", "restore_gpus"):
+        if getattr(args, name) < 0:
+            p.error(f"--{name.replace('_', '-')} must not be negative")
+    if args.segment_frames < 1 or args.placement_timeout <= 0:
+        p.error("--segment-frames and --placement-timeout must be positive")
     if args.job_name and not re.fullmatch(r"[A-Za-z0-9._-]{1,128}", args.job_name):
         p.error("--job-name: letters, digits, '.', '_' and '-' only")
     return args
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m jobs.restore") -> int:
-    import ray
-
-    from worker.ray_adapter import PoolOptions
+    from jobs.ray_session import exit_status, ray_session, sigterm_unwinds
+    from worker.ray_pools import PoolOptions
 
     args = parse_args(argv, prog)
+    if not logging.getLogger().handlers:  # a CLI run: the pools' waiting lines go to stderr
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         load_config(args.config, args.sets)  # a bad config fails the job before any work
         if args.manifest:
@@ -177,16 +211,16 @@ def main(argv: list[str] | None = None, prog: str = "python -m jobs.restore") ->
         print(f"error: {e}", file=sys.stderr)
         return 2
     opts = PoolOptions(args.analysis_actors, args.restore_actors, args.analysis_cpus, args.restore_cpus,
-                       args.restore_gpus, args.segment_frames, album_batch=args.album_batch)
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=args.address)
+                       args.restore_gpus, args.segment_frames, placement_timeout_s=args.placement_timeout)
     try:
-        summary = run_job(items, args.output, args.config, args.sets, opts, args.work, args.force,
-                          job_name=args.job_name)
-    finally:
-        if started:
-            ray.shutdown()
+        with sigterm_unwinds(), ray_session(args.address):
+            summary = run_job(items, args.output, args.config, args.sets, opts, args.work, args.force,
+                              job_name=args.job_name)
+    except KeyboardInterrupt as e:
+        status = exit_status(e)
+        print(f"{prog}: {'terminated' if status == 143 else 'interrupted'}; items without "
+              "_DONE are redone by the next run", file=sys.stderr)
+        return status
     print(json.dumps(summary, indent=1))
     return 1 if summary["failed"] else 0
 

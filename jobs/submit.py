@@ -13,6 +13,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+from jobs.ray_session import RaySession
+
 META_KEY = "refstar"
 AGENT_WAITS_S = (1, 2, 4, 8, 15)  # retries while a fresh cluster's job agent comes up  # metadata marker of our jobs in a shared cluster's job table
 
@@ -61,14 +63,12 @@ class JobSubmitter:
     def __init__(self, address: str | None = None, python: str | None = None, num_cpus: int | None = None):
         from ray.job_submission import JobSubmissionClient
 
-        self._started = False
+        self._ray = RaySession()
         if address is None:
-            import ray
-
-            if not ray.is_initialized():
-                url = ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-                               log_to_driver=False).dashboard_url
-                self._started = True
+            ctx = self._ray.start(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+                                  log_to_driver=False)
+            if ctx is not None:
+                url = ctx.dashboard_url
             else:  # the caller's own Ray: no public API hands its dashboard URL back
                 from ray._private.worker import get_dashboard_url
 
@@ -122,11 +122,8 @@ class JobSubmitter:
         return self.client.get_job_logs(submission_id)
 
     def close(self) -> None:
-        if self._started:
-            import ray
-
-            ray.shutdown()
-            self._started = False
+        """Stop the local Ray this submitter started (and every process it left), if any."""
+        self._ray.stop()
 
 
 def submit_main(argv: list[str]) -> int:

@@ -21,15 +21,17 @@ from worker import archive, storage
 from worker.config import load_config
 from worker.media.video import audio_packet_digests, iter_frames
 from worker.pipeline import restore_item
-from worker.ray_adapter import PoolOptions, Pools, fan_out
+from worker.ray_pools import PoolOptions, Pools, fan_out
 
 pytest_plugins = ["tests.s3server"]
 pytestmark = pytest.mark.slow
 
 # crf=0 makes x264 lossless, so segment-wise encoding cannot hide a pixel difference
 SETS = ["progress=false", "restore.crop_size=256", "output.crf=0"]
-POOL = ["--analysis-actors", "2", "--restore-actors", "1", "--analysis-cpus", "0.5",
-        "--restore-cpus", "0.5", "--segment-frames", "12"]
+# the pools as a user gets them (sized from the 2-CPU cluster); short segments, so that videos
+# are split over the actors
+POOL = ["--segment-frames", "12"]
+OPTS = PoolOptions(segment_frames=12)
 
 
 @pytest.fixture(scope="module")
@@ -152,26 +154,26 @@ def test_rerun_skips_done_items(job):
 
 
 def test_killed_restorer_still_completes(job, inputs, tmp_path):
-    from worker.ray_adapter import Pools
-
     cfg = load_config(None, SETS)
-    opts = PoolOptions(1, 1, 0.5, 0.5, 0.0, 12)
-    pools = Pools(cfg, opts)
-    victim = pools.restore[0]
-    before = ray.get(victim.pid.remote())
+    pools = Pools(cfg, OPTS)
+    seen = {}
 
     def kill_soon() -> None:  # while its first segments are in flight
+        group = pools.restore  # made now: before, the analysis actors held the CPUs
+        group.wait_up()
+        seen["victim"] = victim = group.up[0]
+        seen["before"] = ray.get(victim.pid.remote())
         threading.Timer(0.5, lambda: ray.kill(victim, no_restart=False)).start()
 
     items = archive.list_prefix(str(inputs))
     items = [i for i in items if i.uri.endswith("two.mp4")]
     try:
-        summary = run_job(items, str(tmp_path / "out"), None, SETS, opts, on_restore=kill_soon, pools=pools)
-        after = ray.get(victim.pid.remote())
+        summary = run_job(items, str(tmp_path / "out"), None, SETS, OPTS, on_restore=kill_soon, pools=pools)
+        after = ray.get(seen["victim"].pid.remote())
     finally:
         pools.shutdown()
     assert summary["done"] == 1, summary
-    assert after != before  # the actor really died and was restarted
+    assert after != seen["before"]  # the actor really died and was restarted
     assert summary["frames"] == 36
 
 
@@ -183,7 +185,7 @@ def test_identities_linked_across_the_archive(cluster, inputs, tmp_path):
     items = [i for i in archive.list_prefix(str(inputs)) if not i.uri.endswith("broken.mp4")]
     out = tmp_path / "out"
     sets = [*SETS, "identity.link_archive=true"]
-    summary = run_job(items, str(out), None, sets, PoolOptions(1, 1, 0.5, 0.5, 0.0, 12))
+    summary = run_job(items, str(out), None, sets, OPTS)
     assert summary["done"] == 3, summary
     persons = summary["persons"]
     assert len(persons) == len(people)
@@ -204,12 +206,12 @@ def test_identities_linked_across_the_archive(cluster, inputs, tmp_path):
 
 
 def test_refstar_adapted_per_item_on_ray(cluster, inputs, tmp_path):
-    """restorer=refstar adapts a net on each item's own faces in a task, and the restore actors
-    (and the album's Ray Data actors) restore with it."""
+    """restorer=refstar adapts a net on each item's own faces on a restore actor, and every
+    restore actor restores with it."""
     items = [i for i in archive.list_prefix(str(inputs)) if i.uri.endswith(("one.mp4", "album"))]
     sets = [*SETS, "restorer=refstar", "restore.adapt_steps=6", "restore.adapt_preset=tiny",
             "restore.adapt_size=64"]
-    summary = run_job(items, str(tmp_path), None, sets, PoolOptions(1, 1, 0.5, 0.5, 0.0, 12))
+    summary = run_job(items, str(tmp_path), None, sets, OPTS)
     assert summary["done"] == 2, summary
     for row in summary["results"]:
         man = json.loads(Path(row["output"], "manifest.json").read_text())
@@ -225,7 +227,7 @@ def test_actors_remove_their_input_copies_at_shutdown(cluster, inputs, s3_server
     uri = f"s3://{s3_server.new_bucket()}/group_a.jpg"
     storage.upload_file(img, uri)
     cfg = load_config(None, SETS)
-    pools = Pools(cfg, PoolOptions(analysis_actors=1, analysis_cpus=0.5), job="cache-test")
+    pools = Pools(cfg, PoolOptions(analysis_actors=1), job="cache-test")
     ours = lambda: set(Path(tempfile.gettempdir()).glob("refstar-in-*"))  # noqa: E731
     before = ours()
     try:

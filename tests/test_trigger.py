@@ -24,7 +24,7 @@ from worker.synthetic import FaceScene
 pytest_plugins = ["tests.s3server"]
 pytestmark = pytest.mark.slow
 
-JOB_ARGS = "--analysis-actors 1 --restore-actors 1 --analysis-cpus 0.5 --restore-cpus 0.5 --segment-frames 12"
+JOB_ARGS = "--segment-frames 12"  # the pools as a user gets them on this 2-CPU cluster
 SETS = ["progress=false", "restore.crop_size=256"]
 
 

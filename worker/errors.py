@@ -18,3 +18,7 @@ class MediaError(WorkerError):
 
 class ModelError(WorkerError):
     """A model (face backend, restorer checkpoint) that is missing or unusable."""
+
+
+class PlacementError(WorkerError):
+    """Actors a job needs could not be placed on its cluster in time: the job cannot go on."""
