@@ -7,6 +7,7 @@ from pathlib import Path
 
 import av
 import cv2
+import numpy as np
 import pytest
 
 from tests.mediagen import FaceScene, write_video
@@ -82,6 +83,20 @@ def test_rewrite_round_trip_keeps_timing_audio_and_metadata(clips, name, tmp_pat
     assert len(digests) > 20 and audio_packet_digests(dst) == digests
     psnr = min(cv2.PSNR(x.image, y.image) for x, y in zip(iter_frames(src, a), out_frames, strict=True))
     assert psnr > 35, psnr
+
+
+@pytest.mark.parametrize("name", ["cfr", "rot90"])
+def test_a_lossless_round_trip_keeps_the_levels(clips, name, tmp_path):
+    """Decode, re-encode losslessly (x264 CRF 0), decode again: the same picture, not one a few
+    levels darker (swscale's fast conversions darkened every rewrite by ~2 levels)."""
+    src, _ = clips[name]
+    dst = tmp_path / "out.mp4"
+    _rewrite(src, dst, OutputConfig(crf=0))
+    a, b = probe_video(src, LIMITS), probe_video(dst, LIMITS)
+    for x, y in zip(iter_frames(src, a), iter_frames(dst, b), strict=True):
+        diff = y.image.astype(np.float64) - x.image
+        assert np.abs(diff.mean(axis=(0, 1))).max() < 0.1, diff.mean(axis=(0, 1))
+        assert cv2.PSNR(x.image, y.image) > 45
 
 
 def test_mpeg4_source_gives_mpeg4(clips, tmp_path):

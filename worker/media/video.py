@@ -45,6 +45,12 @@ DEFAULT_ENCODER = "libx264"
 # swscale only knows these YUV matrices; others are mapped to their equivalent
 _SWS_COLORSPACES = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}
 _JPEG_RANGE = 2  # AVCOL_RANGE_JPEG (full range)
+# swscale flags for every YUV <-> BGR conversion. Without accurate rounding and full chroma
+# interpolation swscale's fast paths are biased: decoding came out ~1.1 levels dark and encoding
+# took ~0.5 more, so one decode/encode round trip darkened a clip by ~2 levels (41.7 dB on a
+# real clip; 55.3 dB with these flags, bias < 0.01). They cost ~12 ms a 1080p frame each way.
+_SWS = (av.video.reformatter.Interpolation.BILINEAR | av.video.reformatter.Interpolation.ACCURATE_RND
+        | av.video.reformatter.Interpolation.FULL_CHR_H_INT)
 _EDIT_LIST_SLACK = 2  # frames
 _MPEG4_MAX_TB_DEN = 65535  # the MPEG-4 part 2 bitstream cannot code finer time bases
 
@@ -169,7 +175,7 @@ def frame_image(vf: av.VideoFrame, info: VideoInfo) -> np.ndarray:
     """A decoded frame as an upright BGR uint8 C-contiguous image."""
     # full-range sources must be expanded as such; swscale assumes limited otherwise
     kw = {"src_color_range": _JPEG_RANGE} if vf.color_range == _JPEG_RANGE else {}
-    return _to_upright(vf.to_ndarray(format="bgr24", **kw), info.rotation)
+    return _to_upright(vf.to_ndarray(format="bgr24", interpolation=_SWS, **kw), info.rotation)
 
 
 def iter_frames(path: str | os.PathLike, info: VideoInfo | None = None) -> Iterator[Frame]:
@@ -373,7 +379,7 @@ class VideoRewriter:
         rng = _JPEG_RANGE if info.color.get("color_range") == _JPEG_RANGE else 1
         # the matrix and range must match the ones the decoder used, or colours drift
         vf = vf.reformat(format=self._video.codec_context.pix_fmt, dst_colorspace=cs,
-                         dst_color_range=rng)
+                         dst_color_range=rng, interpolation=_SWS)
         if frame.pts is not None:
             pts = frame.pts
         else:  # the caller lost the timestamps: continue at the nominal frame rate
