@@ -49,7 +49,7 @@ def plan_video(pools, cfg: Config, iid: str, src: Path, uri: str, out_dir: str, 
 
 def _restore_video(pools, cfg, iid, src, uri, out_dir, work, result, on_restore, info, segs, analysis,
                    identities, by_frame):
-    from worker.pipeline import count_faces, media_dict
+    from worker.pipeline import media_dict, video_counts
     from worker.plan import assign_references
     from worker.progress import Progress
     from worker.ray_adapter import join
@@ -89,9 +89,7 @@ def _restore_video(pools, cfg, iid, src, uri, out_dir, work, result, on_restore,
         raise MediaError(str(src), f"joined {written} frames, the analysis decoded {analysis.n_frames}")
     timings["restore"] = time.monotonic() - t
 
-    result.counts.update(frames=analysis.n_frames, detector_frames=analysis.detector_frames,
-                         tracks=len(analysis.tracks), shot_cuts=len(analysis.cuts),
-                         segments=len(segs), **count_faces(analysis.faces, identities))
+    result.counts.update(**video_counts(analysis, identities), segments=len(segs))
     media = media_dict(info)
     media["output"] = Path(dst).name
     return media, [], samples

@@ -22,6 +22,7 @@ from worker.analyse import measure
 from worker.config import Config
 from worker.errors import MediaError
 from worker.faces.align import estimate_affine, warp_face
+from worker.faces.verify import face_confidence_at
 from worker.media.image import is_image_name, list_album, read_image, write_image
 from worker.plan import assign_references, plan_album
 from worker.progress import Progress
@@ -36,11 +37,15 @@ def album_files(src: Path) -> tuple[Path, list[str]]:
 
 
 def analyse_image(path: Path, analyzer, cfg: Config) -> list[Face]:
-    """Faces of one image with landmarks, embeddings, pose and quality (MediaError if unreadable)."""
+    """Faces of one image with landmarks, embeddings, pose and quality (MediaError if
+    unreadable); with ``detect.verify`` those the face verifier rejects are marked
+    ``skipped = "not_a_face"``."""
     image, _ = read_image(path, cfg.limits)
     found = analyzer.analyze(image)[: cfg.limits.max_faces_per_frame]
     for face in found:
         measure(image, face, cfg)
+        if cfg.detect.verify and face_confidence_at(image, face.kps) < 0:
+            face.skipped = "not_a_face"  # clustered with nobody, restored never
     return found
 
 

@@ -35,6 +35,29 @@ class Analysis:
     cuts: list[int] = field(default_factory=list)  # frame indices that start a new shot
     errors: list[ItemError] = field(default_factory=list)
     detector_frames: int = 0  # frames on which the detector ran
+    confirmed: set[int] = field(default_factory=set)  # tracks the face verifier confirmed (detect.verify)
+
+
+VERIFY_TRIES = 3  # a track's best kept crops shown to the face verifier until one is confirmed
+
+
+def verify_tracks(pool: CandidatePool) -> set[int]:
+    """The tracks of which ``worker.faces.verify`` confirms one of the best ``VERIFY_TRIES``
+    kept crops (best quality first); sets each checked candidate's ``confidence``."""
+    from worker.faces.verify import face_confidence
+
+    by_track: dict[int, list[Candidate]] = {}
+    for cand in pool.candidates():
+        by_track.setdefault(cand.face.track, []).append(cand)
+    confirmed = set()
+    for tid, cands in by_track.items():
+        for cand in sorted(cands, key=lambda c: -c.face.quality)[:VERIFY_TRIES]:
+            if cand.confidence is None:
+                cand.confidence = face_confidence(cand.crop)
+            if cand.confidence >= 0:
+                confirmed.add(tid)
+                break
+    return confirmed
 
 
 def measure(image: np.ndarray, face: Face, cfg: Config) -> np.ndarray:
@@ -96,6 +119,9 @@ def analyse_video(path: str, info: VideoInfo, analyzer: FaceAnalyzer, cfg: Confi
         out.faces.extend(faces)
         out.n_frames += 1
         progress.update(1, f"{len(out.faces)} faces")
-    progress.done(f"{len(out.faces)} faces, {len(out.cuts)} cuts")
     out.tracks = tracker.summaries(out.faces)
+    if cfg.detect.verify:
+        out.confirmed = verify_tracks(out.pool)
+    progress.done(f"{len(out.faces)} faces, {len(out.cuts)} cuts, "
+                  f"{len(out.tracks) - len(out.confirmed) if cfg.detect.verify else 0} non-face tracks")
     return out

@@ -27,6 +27,9 @@ class DetectConfig:
     max_side: int = 1280  # detect on a copy downscaled so its longer side is at most this, px
     stride: int = 1  # videos: run the detector every N frames, track in between
     min_score: float = 0.0  # drop detections below this score (0..1)
+    # restore a track (video) or face (photo) only when dlib's CNN detector confirms a face on
+    # its aligned crop (worker.faces.verify): HOG fires on textured clothing
+    verify: bool = True
     insightface_root: str = "~/.insightface"  # folder holding models/<pack>/
     insightface_pack: str = "buffalo_l"
     insightface_ctx: int = -1  # -1 CPU, >=0 GPU index
@@ -60,10 +63,18 @@ class IdentityConfig:
 
 @dataclass(frozen=True)
 class ReferenceConfig:
+    """References are chosen relative to their person (worker.references): a candidate must be
+    ``min_gain`` times sharper than the faces it will serve; the absolute floors below only
+    reject crops that cannot help any face."""
+
     top_k: int = 3  # references kept per identity
     candidates_per_track: int = 4  # best aligned crops kept per track during analysis
-    min_face_px: int = 64  # faces smaller than this never become references
-    min_quality: float = 0.2  # gate on overall quality, 0..1
+    min_gain: float = 1.15  # sharpness of a reference over the faces it serves (and a quarter of its person's)
+    min_face_px: int = 32  # floor: under this a crop is upsampled >16x to 512 px, no detail left
+    max_yaw: float = 60.0  # floor, degrees: beyond, half the face is hidden from frontal targets
+    max_pitch: float = 45.0  # floor, degrees
+    min_exposure: float = 0.1  # floor on the exposure score, 0..1: nearly black or blown out
+    min_quality: float = 0.0  # optional absolute gate on overall quality, 0..1 (0 = none)
     min_pose_gap: float = 8.0  # degrees of yaw/pitch between two references of one person
     min_crop_dist: float = 0.04  # mean abs difference (0..1) below which crops are duplicates
 

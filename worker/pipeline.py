@@ -186,9 +186,18 @@ def count_faces(faces: list[Face], identities: list[Identity]) -> dict[str, int]
         "faces_with_reference": sum(f.restored and f.reference is not None for f in faces),
         "faces_too_small": sum(f.skipped == "too_small" for f in faces),
         "faces_unconfirmed": sum(f.skipped == "unconfirmed" for f in faces),
+        "faces_not_faces": sum(f.skipped == "not_a_face" for f in faces),
         "identities": len(identities),
         "references": sum(len(i.references) for i in identities),
     }
+
+
+def video_counts(analysis, identities: list[Identity]) -> dict[str, int]:
+    """The manifest counts of a video item from its analysis (``worker.analyse.Analysis``)."""
+    return {"frames": analysis.n_frames, "detector_frames": analysis.detector_frames,
+            "tracks": len(analysis.tracks), "shot_cuts": len(analysis.cuts),
+            "tracks_not_faces": len({f.track for f in analysis.faces if f.skipped == "not_a_face"}),
+            **count_faces(analysis.faces, identities)}
 
 
 def media_dict(obj) -> dict:

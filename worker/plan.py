@@ -13,17 +13,30 @@ from worker.analyse import Analysis
 from worker.config import Config
 from worker.identity import assign, centroids, cluster
 from worker.records import Face, Identity, Reference
-from worker.references import Candidate, choose_reference, select_references
+from worker.references import Candidate, choose_reference, select_references, sharpness_of
 from worker.track import cannot_link_tracks, smooth_landmarks
+
+
+def face_tracks(analysis: Analysis, cfg: Config) -> set[int]:
+    """The tracks the evidence says are faces: with ``detect.verify``, those of which dlib's CNN
+    detector confirmed one of the best crops (``worker.analyse.verify_tracks``); all of them
+    otherwise."""
+    return set(analysis.confirmed) if cfg.detect.verify else set(analysis.tracks)
 
 
 def plan_video(analysis: Analysis, cfg: Config) -> list[Identity]:
     """Cluster track-mean embeddings into identities, then choose references from the crops the
-    analysis kept. Sets ``face.identity`` on every face."""
+    analysis kept. Sets ``face.identity`` on every face; the faces of tracks that are not faces
+    (``face_tracks``) are marked ``skipped = "not_a_face"`` and join no identity."""
     faces, tracks = analysis.faces, analysis.tracks
     for tr in tracks.values():
         smooth_landmarks(faces, tr.faces, cfg.track.smooth_window)
-    tids = [t for t in sorted(tracks) if tracks[t].embedding is not None]
+    real = face_tracks(analysis, cfg)
+    for t, tr in tracks.items():
+        if t not in real:
+            for i in tr.faces:
+                faces[i].skipped = "not_a_face"
+    tids = [t for t in sorted(tracks) if tracks[t].embedding is not None and t in real]
     if not tids:
         return []
     emb = np.stack([tracks[t].embedding for t in tids]).astype(np.float32)
@@ -44,6 +57,8 @@ def plan_video(analysis: Analysis, cfg: Config) -> list[Identity]:
     short = {t for t, keep in zip(tids, long_, strict=True) if not keep}
     for face in faces:
         face.identity = track_label.get(face.track, -1)
+        if face.skipped:
+            continue
         if face.identity < 0 and (face.track in short or face.track not in track_label):
             # seen in a frame or two and like nobody else: most likely a false detection, and
             # pasting a "restored face" onto background would be worse than leaving it
@@ -52,10 +67,12 @@ def plan_video(analysis: Analysis, cfg: Config) -> list[Identity]:
     for ident in sorted(set(labels.tolist()) - {-1}):
         members = [t for t in tids if track_label[t] == ident]
         cands = analysis.pool.candidates(members) if analysis.pool else []
+        sharp = [sharpness_of(faces[i]) for t in members for i in tracks[t].faces]
+        refs, why = select_references(ident, cands, cfg.references, sharp)
         identities.append(Identity(
             id=ident, n_faces=int(sum(tracks[t].n_faces for t in members)), n_tracks=len(members),
             centroid=_unit(emb[[tids.index(t) for t in members]].mean(0)),
-            references=select_references(ident, cands, cfg.references)))
+            references=refs, why_no_reference=why))
     return identities
 
 
@@ -78,14 +95,16 @@ def plan_album(faces: list[Face], embeddings: np.ndarray, cfg: Config,
     """Cluster album faces (two faces of one photo are two people), then choose references among
     each person's best faces; ``cut_crops`` re-reads their files to cut the aligned crops, so the
     analysis never holds crops of a whole album."""
-    if not faces:
+    real = [i for i, f in enumerate(faces) if f.skipped != "not_a_face"]
+    if not real:
         return []
     by_file: dict[str, set[int]] = defaultdict(set)
-    for i, face in enumerate(faces):
-        by_file[face.source].add(i)
-    labels = cluster(embeddings.astype(np.float32), max_dist=cfg.identity.max_dist,
-                     min_size=cfg.identity.min_faces,
-                     cannot_link=[g for g in by_file.values() if len(g) > 1])
+    for k, i in enumerate(real):
+        by_file[faces[i].source].add(k)
+    labels = np.full(len(faces), -1)
+    labels[real] = cluster(embeddings[real].astype(np.float32), max_dist=cfg.identity.max_dist,
+                           min_size=cfg.identity.min_faces,
+                           cannot_link=[g for g in by_file.values() if len(g) > 1])
     identities = []
     for ident in sorted(set(labels.tolist()) - {-1}):
         idx = np.nonzero(labels == ident)[0]
@@ -95,9 +114,10 @@ def plan_album(faces: list[Face], embeddings: np.ndarray, cfg: Config,
         # more candidates than slots: some will fail the duplicate/pose rules
         best = sorted(members, key=lambda f: -f.quality)[: 4 * cfg.references.top_k]
         cands = [Candidate(f, c) for f, c in zip(best, cut_crops(best), strict=True)]
+        refs, why = select_references(ident, cands, cfg.references, [sharpness_of(f) for f in members])
         identities.append(Identity(
             id=ident, n_faces=len(members), n_tracks=0, centroid=_unit(embeddings[idx].mean(0)),
-            references=select_references(ident, cands, cfg.references)))
+            references=refs, why_no_reference=why))
     return identities
 
 
@@ -113,7 +133,7 @@ def assign_references(faces: list[Face], identities: list[Identity], cfg: Config
         if face.size < cfg.restore.min_face_px:
             face.skipped = "too_small"
             continue
-        ref = choose_reference(face, refs_of.get(face.identity, []))
+        ref = choose_reference(face, refs_of.get(face.identity, []), cfg.references.min_gain)
         face.reference = ref.ref_id if ref else None
     return {r.ref_id: r for ident in identities for r in ident.references}
 

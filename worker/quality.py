@@ -124,9 +124,9 @@ def frontalness(yaw: float, pitch: float) -> float:
 
 
 def size_score(size_px: float, cfg: ReferenceConfig) -> float:
-    """0..1: sqrt of Face.size / SIZE_REF (64 px -> 0.5); 0 below half of cfg.min_face_px,
-    where no detail is left to transfer."""
-    if size_px < cfg.min_face_px / 2:
+    """0..1: sqrt of Face.size / SIZE_REF (64 px -> 0.5); 0 below cfg.min_face_px, where no
+    detail is left to transfer."""
+    if size_px < cfg.min_face_px:
         return 0.0
     return min(1.0, size_px / SIZE_REF) ** 0.5
 

@@ -48,7 +48,7 @@ class Face:
     pitch: float = 0.0  # approximate head pitch from landmarks, degrees (+ = looking down)
     reference: str | None = None  # Reference.ref_id used to restore it
     restored: bool = False
-    skipped: str | None = None  # why it was left untouched ("too_small", "no_reference", ...)
+    skipped: str | None = None  # why it was left untouched ("too_small", "not_a_face", ...)
 
     @property
     def size(self) -> float:
@@ -87,6 +87,8 @@ class Identity:
     centroid: np.ndarray  # (D,) float32 unit-norm mean embedding
     references: list[Reference] = field(default_factory=list)
     person: str = ""  # archive-wide person id when the job links identities across items
+    why_no_reference: str = ""  # when ``references`` is empty: why none of the faces qualified
+    name: str = ""  # the reference library's name for this person, when one matched
 
 
 @dataclass

@@ -1,7 +1,12 @@
 """Choosing each person's references and, for every target face, the reference to use.
 
-References are gated (size, quality), ranked by quality and kept diverse: a new reference must
-differ in pose from those already chosen and must not be a near-duplicate crop of one of them.
+Decided from the person's own faces, not from numbers tuned on a few clips: a candidate must be
+``min_gain`` times sharper than the lower quartile of its person's faces (there must be faces it
+can serve), and a face is restored with a reference only when that reference is ``min_gain``
+times sharper than the face itself. Absolute floors only reject crops that can help no face
+(``floor_reason``). The qualified candidates are ranked by quality and kept diverse: a new
+reference must differ in pose from those already chosen and must not be a near-duplicate crop
+of one of them. When a person gets none, ``select_references`` says why.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ class Candidate:
 
     face: Face
     crop: np.ndarray
+    confidence: float | None = None  # worker.faces.verify: >= 0 a face, < 0 not; None unchecked
 
 
 class CandidatePool:
@@ -84,19 +90,60 @@ def _diverse(ranked: list, cfg: ReferenceConfig, pose_of, crop_of) -> list:
     return chosen
 
 
-def select_references(identity: int, candidates: list[Candidate], cfg: ReferenceConfig) -> list[Reference]:
-    """Top-``cfg.top_k`` references of one identity, best first: gated (size, quality), ranked by
-    quality, diverse in pose, no near-duplicate crops (see ``_diverse``)."""
-    ok = [c for c in candidates
-          if c.face.size >= cfg.min_face_px and c.face.quality >= cfg.min_quality]
-    ok.sort(key=lambda c: -c.face.quality)
-    chosen = _diverse(ok, cfg, lambda c: c.face, lambda c: c.crop)
-    return [
+def sharpness_of(x: Face | Reference) -> float:
+    """The sharpness component (0..1, measured at the face's own resolution) of a face or
+    reference; its overall quality when the component is missing."""
+    return float(x.quality_parts.get("sharpness", x.quality))
+
+
+def floor_reason(face: Face, cfg: ReferenceConfig) -> str | None:
+    """Why the crop of ``face`` cannot help any face, whatever the others look like; None when
+    it passes the absolute floors."""
+    if face.size < cfg.min_face_px:
+        return f"under {cfg.min_face_px} px"
+    if abs(face.yaw) > cfg.max_yaw or abs(face.pitch) > cfg.max_pitch:
+        return f"turned away (yaw over {cfg.max_yaw:g} or pitch over {cfg.max_pitch:g} degrees)"
+    if face.quality_parts.get("exposure", 1.0) < cfg.min_exposure:
+        return "too dark or blown out"
+    if face.quality < cfg.min_quality:
+        return f"quality under {cfg.min_quality:g}"
+    return None
+
+
+def select_references(identity: int, candidates: list[Candidate], cfg: ReferenceConfig,
+                      person_sharpness: list[float] | None = None) -> tuple[list[Reference], str]:
+    """Top-``cfg.top_k`` references of one identity, best first, and why there are none ("" when
+    there are some). Candidates must pass the floors and be ``cfg.min_gain`` times sharper than
+    the lower quartile of ``person_sharpness`` (the sharpness of all the person's faces); they
+    are ranked by quality, diverse in pose, with no near-duplicate crops (see ``_diverse``)."""
+    failed: dict[str, int] = {}
+    ok = []
+    for c in candidates:
+        why = floor_reason(c.face, cfg)
+        if why is None:
+            ok.append(c)
+        else:
+            failed[why] = failed.get(why, 0) + 1
+    low = float(np.percentile(person_sharpness, 25)) if person_sharpness else 0.0
+    good = [c for c in ok if sharpness_of(c.face) >= cfg.min_gain * low]
+    good.sort(key=lambda c: -c.face.quality)
+    chosen = _diverse(good, cfg, lambda c: c.face, lambda c: c.crop)
+    refs = [
         Reference(ref_id=f"{identity}/{rank}", identity=identity, rank=rank, frame=c.face.frame,
                   pts=c.face.pts, source=c.face.source, quality=c.face.quality, yaw=c.face.yaw,
                   pitch=c.face.pitch, crop=c.crop, quality_parts=dict(c.face.quality_parts))
         for rank, c in enumerate(chosen)
     ]
+    if refs or cfg.top_k <= 0:
+        return refs, ""
+    if not candidates:
+        return refs, "no face to choose from"
+    if not ok:
+        return refs, "every candidate face is " + ", ".join(f"{why} ({n})" for why, n in failed.items())
+    best = max(sharpness_of(c.face) for c in ok)
+    return refs, (f"no face is {cfg.min_gain:g}x sharper than the lower quartile of this person's "
+                  f"faces (sharpest {best:.3f}, lower quartile {low:.3f}): nothing sharper to "
+                  f"transfer; a reference library (--references) can give one")
 
 
 def pool_references(identity: int, pooled: list[Reference], cfg: ReferenceConfig) -> list[Reference]:
@@ -108,14 +155,17 @@ def pool_references(identity: int, pooled: list[Reference], cfg: ReferenceConfig
             for rank, r in enumerate(chosen)]
 
 
-def choose_reference(face: Face, refs: list[Reference]) -> Reference | None:
-    """The reference nearest in pose to ``face`` (ties go to the better reference).
+def choose_reference(face: Face, refs: list[Reference], min_gain: float = 1.0) -> Reference | None:
+    """The reference nearest in pose to ``face`` (ties go to the better reference) among those
+    ``min_gain`` times sharper than the face; None when none is (the face is as sharp as its
+    person gets: a reference has nothing to give it).
 
     A face never uses a reference cut from itself: a reference restored with itself as guide
     learns nothing, so it takes the next nearest when there is one.
     """
-    pool = [r for r in refs if not (r.frame == face.frame and r.source == face.source
-                                    and abs(r.quality - face.quality) < 1e-9)] or refs
+    own = sharpness_of(face)
+    pool = [r for r in refs if sharpness_of(r) >= min_gain * own
+            and not (r.frame == face.frame and r.source == face.source and abs(r.quality - face.quality) < 1e-9)]
     if not pool:
         return None
     return min(pool, key=lambda r: (_pose_gap(face, r), -r.quality))

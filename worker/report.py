@@ -43,6 +43,8 @@ def build_manifest(result: ItemResult, identities: list[Identity], faces: list[F
         "identities": [{
             "id": ident.id, "n_faces": ident.n_faces, "n_tracks": ident.n_tracks,
             **({"person": ident.person} if ident.person else {}),
+            **({"name": ident.name} if ident.name else {}),
+            **({"why_no_reference": ident.why_no_reference} if not ident.references else {}),
             "references": [{
                 "ref_id": r.ref_id, "path": f"refs/{r.ref_id}.png", "rank": r.rank,
                 "frame": r.frame, "pts": r.pts, "source": r.source, "quality": _r(r.quality, 3),
@@ -125,18 +127,26 @@ def render_html(manifest: dict, identities: list[Identity], samples: ReportSampl
              f"<h1>{e(manifest['source'])}</h1><p>item <code>{e(manifest['item_id'])}</code>, "
              f"{e(manifest['kind'])}, status <b>{e(manifest['status'])}</b></p><table>"]
     parts += [f"<tr><th>{e(k)}</th><td>{v}</td></tr>" for k, v in c.items()]
+    if c.get("faces_not_faces"):
+        parts.append(f"<tr><th>not faces</th><td>{c['faces_not_faces']} detections "
+                     f"({c.get('tracks_not_faces', '-')} tracks) that the face check rejected were "
+                     "left untouched</td></tr>")
     parts += [f"<tr><th>time: {e(k)}</th><td>{v:.2f} s</td></tr>" for k, v in manifest["timings"].items()]
     parts.append("</table>")
     if manifest["errors"]:
         parts.append("<h2>Errors</h2><ul>")
         parts += [f'<li class=err>{e(x["file"])}: {e(x["reason"])}</li>' for x in manifest["errors"]]
         parts.append("</ul>")
-    groups = [(i.id, f"Person {i.id}: {i.n_faces} faces" + (f" in {i.n_tracks} tracks" if i.n_tracks else ""),
-               i.references) for i in identities]
+    groups = [(i.id, f"Person {i.id}" + (f" ({i.name})" if i.name else "") + f": {i.n_faces} faces"
+               + (f" in {i.n_tracks} tracks" if i.n_tracks else ""), i) for i in identities]
     if -1 in samples.pairs:
-        groups.append((-1, "Faces not matched to a person (restored without reference)", []))
-    for ident, title, refs in groups:
+        groups.append((-1, "Faces not matched to a person (restored without reference)", None))
+    for ident, title, person in groups:
         parts.append(f"<h2>{e(title)}</h2>")
+        refs = person.references if person is not None else []
+        if person is not None and not refs:
+            parts.append(f"<p>No reference: {e(person.why_no_reference or 'none was chosen')}. "
+                         "Its faces are restored without one.</p>")
         if refs:
             parts.append("<p>References</p><div class=row>")
             for r in refs:

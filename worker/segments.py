@@ -187,6 +187,7 @@ def merge_analyses(parts: list[SegmentAnalysis], cfg: Config) -> Analysis:
                 key = root((s, face.track))
                 face.track = ids.setdefault(key, len(ids))
             out.faces.append(face)
+        out.confirmed |= {ids[root((s, t))] for t in part.analysis.confirmed if root((s, t)) in ids}
         for tid, tr in part.analysis.tracks.items():
             new = ids.get(root((s, tid)))
             if new is not None and tr.embedding is not None:

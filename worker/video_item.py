@@ -30,7 +30,7 @@ def adaptation_crops(analysis: Analysis) -> dict[int, list]:
 
 
 def restore_video(path: str, out_dir: str, cfg: Config, engine, result: ItemResult):
-    from worker.pipeline import count_faces, media_dict
+    from worker.pipeline import media_dict, video_counts
 
     timings = result.timings
     t = time.monotonic()
@@ -54,9 +54,7 @@ def restore_video(path: str, out_dir: str, cfg: Config, engine, result: ItemResu
     progress.done()
     timings["restore"] = time.monotonic() - t
 
-    result.counts.update(frames=analysis.n_frames, detector_frames=analysis.detector_frames,
-                         tracks=len(analysis.tracks), shot_cuts=len(analysis.cuts),
-                         **count_faces(analysis.faces, identities))
+    result.counts.update(**video_counts(analysis, identities))
     media = media_dict(info)
     media["output"] = dst.name
     return identities, analysis.faces, media, samples
