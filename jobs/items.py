@@ -41,7 +41,7 @@ def plan_video(pools, cfg: Config, iid: str, src: Path, uri: str, out_dir: str, 
     del parts
     timings["analyse"] = time.monotonic() - t
 
-    identities, _, by_frame = plan_video_item(analysis, cfg, timings)
+    identities, _, by_frame = plan_video_item(analysis, cfg, result)
     return identities, analysis.faces, functools.partial(
         _restore_video, pools, cfg, iid, src, uri, out_dir, work, result, on_restore, info, segs,
         analysis, identities, by_frame)

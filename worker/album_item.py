@@ -23,6 +23,7 @@ from worker.config import Config
 from worker.errors import MediaError
 from worker.faces.align import estimate_affine, warp_face
 from worker.faces.verify import face_confidence_at
+from worker.library import library_for, summary
 from worker.media.image import is_image_name, list_album, read_image, write_image
 from worker.plan import assign_references, plan_album
 from worker.progress import Progress
@@ -114,6 +115,7 @@ class AlbumBook:
 
         emb = np.stack(self._embeddings) if self._embeddings else np.zeros((0, embed_dim), np.float32)
         identities = plan_album(self.faces, emb, cfg, cut_crops)
+        self.result.library = summary(library_for(cfg), [i.name for i in identities if i.name])
         refs = assign_references(self.faces, identities, cfg)
         for f in self.faces:
             f.embedding = None

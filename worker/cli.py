@@ -7,6 +7,7 @@ failed, 2 for bad usage or configuration.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 
@@ -28,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
     r.add_argument("--force", action="store_true", help="redo items that are already done")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    r.add_argument("--references", metavar="DIR", help="reference library: one folder of photos per "
+                   "person name (DIR/Rose Smith/*.jpg), local or s3:// (references.library)")
     _config_args(r)
     d = sub.add_parser("demo", help="build a short degraded clip from bundled face photos and restore it")
     d.add_argument("-o", "--output", default="refstar-demo", metavar="OUT", help="output folder")
@@ -142,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides = list(args.set)
         if getattr(args, "quiet", False):
             overrides.append("progress=false")
+        if getattr(args, "references", None):
+            overrides.append(f"references.library={json.dumps(args.references)}")
         cfg = load_config(args.config, overrides)
     except ConfigError as e:
         print(f"refstar: config error: {e}", file=sys.stderr)
@@ -153,11 +158,11 @@ def main(argv: list[str] | None = None) -> int:
         from worker.demo import run_demo
 
         return run_demo(args.output, cfg, frames=args.frames)
-    from worker.errors import ModelError
+    from worker.errors import WorkerError
 
     try:
         return run_restore(args.inputs, args.output, cfg, force=args.force)
-    except (ModelError, ValueError) as e:  # a model or backend that cannot be loaded at all
+    except (WorkerError, ValueError) as e:  # a model, backend or library that cannot be loaded at all
         print(f"refstar: {e}", file=sys.stderr)
         return 2
 

@@ -75,6 +75,8 @@ class ReferenceConfig:
     max_pitch: float = 45.0  # floor, degrees
     min_exposure: float = 0.1  # floor on the exposure score, 0..1: nearly black or blown out
     min_quality: float = 0.0  # optional absolute gate on overall quality, 0..1 (0 = none)
+    # a reference library: one folder of photos per person name (local or s3://), see worker.library
+    library: str = ""
     min_pose_gap: float = 8.0  # degrees of yaw/pitch between two references of one person
     min_crop_dist: float = 0.04  # mean abs difference (0..1) below which crops are duplicates
 

@@ -137,6 +137,7 @@ class RefBook:
         self.item = item
         best = {i["id"]: i["references"][0]["ref_id"] for i in manifest.get("identities", [])
                 if i.get("references")}
+        self.paths = {r["ref_id"]: r["path"] for i in manifest.get("identities", []) for r in i.get("references", [])}
         self.faces: dict[int | str, list[tuple[np.ndarray, str]]] = defaultdict(list)
         for f in manifest.get("faces", []):
             ref = f.get("reference") or best.get(f.get("identity"))
@@ -154,7 +155,7 @@ class RefBook:
             return None
         ref = cands[int(overlap.argmax())][1]
         if ref not in self._emb:
-            crop = cv2.imread(str(self.item / "refs" / f"{ref}.png"), cv2.IMREAD_COLOR)
+            crop = cv2.imread(str(self.item / self.paths.get(ref, f"refs/{ref}.png")), cv2.IMREAD_COLOR)
             self._emb[ref] = None if crop is None else embed_crop(analyzer, crop)
         return self._emb[ref]
 

@@ -21,7 +21,7 @@ from worker.config import Config, to_dict, with_backend_defaults
 from worker.errors import MediaError, ModelError, WorkerError
 from worker.models import local_checkpoint
 from worker.records import Face, Identity, ItemError, ItemResult
-from worker.report import ReportSamples, build_manifest, dumps, render_html
+from worker.report import ReportSamples, build_manifest, dumps, ref_path, render_html
 from worker.staging import item_id, item_kind, stage_input, upload_tree
 
 
@@ -47,6 +47,9 @@ class Engine:
             raise ModelError(f"RefSTAR checkpoint not found: {r.checkpoint}")
         self.restorer = None if self.adapting else make_restorer(
             r.restorer, device=r.device, checkpoint=checkpoint, strength=r.strength)
+        from worker.library import library_for
+
+        library_for(self.cfg)  # read (and checked) once, before the first item
 
     def item_restorer(self, crops_by_identity: dict[int, list[np.ndarray]], result: ItemResult):
         """The restorer for one item: the shared one, or RefSTAR adapted on the item's crops
@@ -165,7 +168,7 @@ def _publish(out_dir: str, result: ItemResult, identities: list[Identity], faces
     for ident in identities:
         for ref in ident.references:
             ok, buf = cv2.imencode(".png", ref.crop)
-            storage.write_atomic(storage.join(out_dir, "refs", f"{ref.ref_id}.png"), buf.tobytes())
+            storage.write_atomic(storage.join(out_dir, ref_path(ident, ref)), buf.tobytes())
     manifest = build_manifest(result, identities, faces, media, config, files)
     storage.write_atomic(storage.join(out_dir, "manifest.json"), dumps(manifest))
     if config["output"]["write_report"]:

@@ -12,7 +12,7 @@ import numpy as np
 from worker.analyse import Analysis
 from worker.config import Config
 from worker.identity import assign, centroids, cluster
-from worker.records import Face, Identity, Reference
+from worker.records import Face, Identity, ItemResult, Reference
 from worker.references import Candidate, choose_reference, select_references, sharpness_of
 from worker.track import cannot_link_tracks, smooth_landmarks
 
@@ -63,30 +63,49 @@ def plan_video(analysis: Analysis, cfg: Config) -> list[Identity]:
             # seen in a frame or two and like nobody else: most likely a false detection, and
             # pasting a "restored face" onto background would be worse than leaving it
             face.skipped = "unconfirmed"
-    identities = []
+    people = []
     for ident in sorted(set(labels.tolist()) - {-1}):
         members = [t for t in tids if track_label[t] == ident]
-        cands = analysis.pool.candidates(members) if analysis.pool else []
-        sharp = [sharpness_of(faces[i]) for t in members for i in tracks[t].faces]
-        refs, why = select_references(ident, cands, cfg.references, sharp)
-        identities.append(Identity(
-            id=ident, n_faces=int(sum(tracks[t].n_faces for t in members)), n_tracks=len(members),
-            centroid=_unit(emb[[tids.index(t) for t in members]].mean(0)),
-            references=refs, why_no_reference=why))
-    return identities
+        people.append((Identity(id=ident, n_faces=int(sum(tracks[t].n_faces for t in members)),
+                                n_tracks=len(members), centroid=_unit(emb[[tids.index(t) for t in members]].mean(0))),
+                       analysis.pool.candidates(members) if analysis.pool else [],
+                       [sharpness_of(faces[i]) for t in members for i in tracks[t].faces]))
+    return with_references(people, cfg)
 
 
-def plan_video_item(analysis: Analysis, cfg: Config, timings: dict[str, float]
+def with_references(people: list[tuple[Identity, list[Candidate], list[float]]], cfg: Config) -> list[Identity]:
+    """Each identity (with its reference candidates and the sharpness of all its faces) gets its
+    references, chosen among its own candidates and, when it matches a person of the reference
+    library (``worker.library``), that person's photos; a matched identity takes their name."""
+    from worker.library import library_for, match
+
+    library = library_for(cfg)
+    named = match([p[0].centroid for p in people], library, cfg.identity.max_dist) if library else {}
+    out = []
+    for k, (ident, cands, sharp) in enumerate(people):
+        lib = named.get(k)
+        ident.references, ident.why_no_reference = select_references(
+            ident.id, cands + (lib.candidates if lib else []), cfg.references, sharp)
+        ident.name = lib.name if lib else ""
+        out.append(ident)
+    return out
+
+
+def plan_video_item(analysis: Analysis, cfg: Config, result: ItemResult
                     ) -> tuple[list[Identity], dict[str, Reference], dict[int, list[Face]]]:
     """The planning step of a video item (single machine or Ray): identities, the references by
-    id, and the faces grouped by frame index for the restore pass; adds ``timings["plan"]``."""
+    id, and the faces grouped by frame index for the restore pass; adds ``timings["plan"]`` and
+    the reference library's matches to ``result``."""
+    from worker.library import library_for, summary
+
     t = time.monotonic()
     identities = plan_video(analysis, cfg)
+    result.library = summary(library_for(cfg), [i.name for i in identities if i.name])
     refs = assign_references(analysis.faces, identities, cfg)
     by_frame: dict[int, list[Face]] = defaultdict(list)
     for face in analysis.faces:
         by_frame[face.frame].append(face)
-    timings["plan"] = time.monotonic() - t
+    result.timings["plan"] = time.monotonic() - t
     return identities, refs, dict(by_frame)
 
 
@@ -105,7 +124,7 @@ def plan_album(faces: list[Face], embeddings: np.ndarray, cfg: Config,
     labels[real] = cluster(embeddings[real].astype(np.float32), max_dist=cfg.identity.max_dist,
                            min_size=cfg.identity.min_faces,
                            cannot_link=[g for g in by_file.values() if len(g) > 1])
-    identities = []
+    people = []
     for ident in sorted(set(labels.tolist()) - {-1}):
         idx = np.nonzero(labels == ident)[0]
         members = [faces[i] for i in idx]
@@ -113,12 +132,10 @@ def plan_album(faces: list[Face], embeddings: np.ndarray, cfg: Config,
             face.identity = ident
         # more candidates than slots: some will fail the duplicate/pose rules
         best = sorted(members, key=lambda f: -f.quality)[: 4 * cfg.references.top_k]
-        cands = [Candidate(f, c) for f, c in zip(best, cut_crops(best), strict=True)]
-        refs, why = select_references(ident, cands, cfg.references, [sharpness_of(f) for f in members])
-        identities.append(Identity(
-            id=ident, n_faces=len(members), n_tracks=0, centroid=_unit(embeddings[idx].mean(0)),
-            references=refs, why_no_reference=why))
-    return identities
+        people.append((Identity(id=ident, n_faces=len(members), n_tracks=0, centroid=_unit(embeddings[idx].mean(0))),
+                       [Candidate(f, c) for f, c in zip(best, cut_crops(best), strict=True)],
+                       [sharpness_of(f) for f in members]))
+    return with_references(people, cfg)
 
 
 def assign_references(faces: list[Face], identities: list[Identity], cfg: Config) -> dict[str, Reference]:

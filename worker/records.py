@@ -63,7 +63,7 @@ class Face:
 class Reference:
     """A high-quality aligned face chosen to guide the restoration of one identity."""
 
-    ref_id: str  # "<identity>/<rank>", also its path under refs/
+    ref_id: str  # "<identity>/<rank>" (its file: ``worker.report.ref_path``)
     identity: int
     rank: int  # 0 = best
     frame: int  # Frame.index it was cut from
@@ -74,7 +74,8 @@ class Reference:
     pitch: float  # degrees
     crop: np.ndarray  # (S, S, 3) BGR uint8, aligned to the restoration template
     quality_parts: dict[str, float] = field(default_factory=dict)
-    origin: str = ""  # item id it was cut from when another item of the archive gave it; "" = this item
+    origin: str = ""  # item id it was cut from when another item of the archive gave it, "library"
+    # for a reference library's photo (``source`` is then "<name>/<file>"); "" = this item
 
 
 @dataclass
@@ -115,4 +116,5 @@ class ItemResult:
     counts: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     restorer: dict[str, object] = field(default_factory=dict)  # which restorer, how it was adapted
+    library: dict[str, object] = field(default_factory=dict)  # worker.library.summary: who matched
     errors: list[ItemError] = field(default_factory=list)

@@ -28,6 +28,7 @@ class Candidate:
     face: Face
     crop: np.ndarray
     confidence: float | None = None  # worker.faces.verify: >= 0 a face, < 0 not; None unchecked
+    origin: str = ""  # "library" for a reference library's photo; "" for the item's own faces
 
 
 class CandidatePool:
@@ -131,7 +132,8 @@ def select_references(identity: int, candidates: list[Candidate], cfg: Reference
     refs = [
         Reference(ref_id=f"{identity}/{rank}", identity=identity, rank=rank, frame=c.face.frame,
                   pts=c.face.pts, source=c.face.source, quality=c.face.quality, yaw=c.face.yaw,
-                  pitch=c.face.pitch, crop=c.crop, quality_parts=dict(c.face.quality_parts))
+                  pitch=c.face.pitch, crop=c.crop, quality_parts=dict(c.face.quality_parts),
+                  origin=c.origin)
         for rank, c in enumerate(chosen)
     ]
     if refs or cfg.top_k <= 0:

@@ -21,6 +21,14 @@ def _r(x: float, nd: int = 2) -> float:
     return round(float(x), nd)
 
 
+def ref_path(ident: Identity, ref) -> str:
+    """Where a reference goes in the item's folder: ``refs/<identity>[-<library name>]/<rank>.png``."""
+    import re
+
+    slug = re.sub(r"[^\w.-]+", "_", ident.name).strip("._") if ident.name else ""
+    return f"refs/{ident.id}{'-' + slug if slug else ''}/{ref.rank}.png"
+
+
 def face_record(face: Face) -> dict:
     return {
         "frame": face.frame, "pts": face.pts, "source": face.source,
@@ -40,13 +48,14 @@ def build_manifest(result: ItemResult, identities: list[Identity], faces: list[F
         "item_id": result.item_id, "source": result.source, "kind": result.kind,
         "status": result.status, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "media": media, "counts": result.counts, "restorer": result.restorer,
+        **({"library": result.library} if result.library else {}),
         "identities": [{
             "id": ident.id, "n_faces": ident.n_faces, "n_tracks": ident.n_tracks,
             **({"person": ident.person} if ident.person else {}),
             **({"name": ident.name} if ident.name else {}),
             **({"why_no_reference": ident.why_no_reference} if not ident.references else {}),
             "references": [{
-                "ref_id": r.ref_id, "path": f"refs/{r.ref_id}.png", "rank": r.rank,
+                "ref_id": r.ref_id, "path": ref_path(ident, r), "rank": r.rank,
                 "frame": r.frame, "pts": r.pts, "source": r.source, "quality": _r(r.quality, 3),
                 "quality_parts": {k: _r(v, 3) for k, v in r.quality_parts.items()},
                 "yaw": _r(r.yaw, 1), "pitch": _r(r.pitch, 1),

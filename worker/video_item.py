@@ -38,7 +38,7 @@ def restore_video(path: str, out_dir: str, cfg: Config, engine, result: ItemResu
     analysis = analyse_video(path, info, engine.analyzer, cfg)
     timings["analyse"] = time.monotonic() - t
 
-    identities, refs, by_frame = plan_video_item(analysis, cfg, timings)
+    identities, refs, by_frame = plan_video_item(analysis, cfg, result)
 
     t = time.monotonic()
     samples = ReportSamples.choose(analysis.faces, cfg.output.report_faces)
