@@ -158,13 +158,14 @@ def main() -> None:
                     help="a restorer/config to compare (repeatable); default: the worker's defaults")
     ap.add_argument("--set", action="append", default=[], metavar="K=V", help="config for every run")
     ap.add_argument("--no-photos", action="store_true", help="skip lq/ and negatives/")
+    ap.add_argument("--no-clips", action="store_true", help="photos only")
     ap.add_argument("--out", default=f"quality-suite-{time.strftime('%Y%m%d-%H%M%S')}")
     args = ap.parse_args()
     root, out = real_data_root(), Path(args.out)
-    clips = sorted((root / "videos").glob("*.mp4"))
+    clips = [] if args.no_clips else sorted((root / "videos").glob("*.mp4"))
     if args.clips:
         clips = [c for c in clips if any(s in c.name for s in args.clips)]
-    if not clips:
+    if not clips and not args.no_clips:
         sys.exit(f"no clip found in {root / 'videos'} (REFSTAR_REAL_DATA?)")
     runs = parse_runs(args.run)
     engines = {n: Engine(load_config(None, ["progress=false", *args.set, *sets])) for n, sets in runs.items()}

@@ -88,6 +88,9 @@ class RestoreConfig:
     batch_size: int = 8  # faces per restorer call
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     min_face_px: int = 24  # faces smaller than this are left untouched and counted
+    # leave a face as it is when none of its person's references is references.min_gain times
+    # sharper than it (it is among the person's sharpest); false: restore every face
+    skip_sharp: bool = True
     checkpoint: str = ""  # refstar: checkpoint or training-run folder, local or s3:// (fetched once, cached)
     # refstar: before restoring an item, fine-tune on its own best faces (train from scratch when
     # there is no checkpoint): each person's sharp faces, degraded, restored with another of them

@@ -190,6 +190,7 @@ def count_faces(faces: list[Face], identities: list[Identity]) -> dict[str, int]
         "faces_too_small": sum(f.skipped == "too_small" for f in faces),
         "faces_unconfirmed": sum(f.skipped == "unconfirmed" for f in faces),
         "faces_not_faces": sum(f.skipped == "not_a_face" for f in faces),
+        "faces_sharp": sum(f.skipped == "sharp" for f in faces),
         "identities": len(identities),
         "references": sum(len(i.references) for i in identities),
     }

@@ -139,19 +139,26 @@ def plan_album(faces: list[Face], embeddings: np.ndarray, cfg: Config,
 
 
 def assign_references(faces: list[Face], identities: list[Identity], cfg: Config) -> dict[str, Reference]:
-    """Pick the reference of every face (nearest in pose) and mark faces left untouched.
-
-    Faces without an identity or without references are still restored, blind. Returns the
+    """Pick the reference of every face (nearest in pose among those ``references.min_gain``
+    times sharper than it) and mark faces left untouched: too small, or (``restore.skip_sharp``)
+    as sharp as their person's references, which have nothing to give them and which restoring
+    could only move away from what they are. Faces without an identity or whose person has no
+    reference are restored blind. Runs again when linking changes the references. Returns the
     references by id."""
     refs_of = {ident.id: ident.references for ident in identities}
     for face in faces:
+        if face.skipped == "sharp":
+            face.skipped = None
         if face.skipped:
             continue
         if face.size < cfg.restore.min_face_px:
             face.skipped = "too_small"
             continue
-        ref = choose_reference(face, refs_of.get(face.identity, []), cfg.references.min_gain)
+        refs = refs_of.get(face.identity, [])
+        ref = choose_reference(face, refs, cfg.references.min_gain)
         face.reference = ref.ref_id if ref else None
+        if ref is None and refs and cfg.restore.skip_sharp:
+            face.skipped = "sharp"
     return {r.ref_id: r for ident in identities for r in ident.references}
 
 
