@@ -1,7 +1,7 @@
-"""The items of an archive job, in two steps: ``start_item`` stages, analyses and plans an item
-(who is who, which faces become references); ``finish_item`` restores and publishes it. The
-archive job runs them back to back, or, when it links identities across the archive, starts
-every item before finishing any (``worker.archive_identity`` works in between).
+"""The Ray executor of the item lifecycle (``worker.lifecycle``): ``start_item`` stages an item
+and analyses and plans it on the pools' actors; ``worker.lifecycle.finish_item`` runs the restore
+pass it returns and publishes it. The archive job runs them back to back, or, when it links
+identities across the archive, starts every item before finishing any.
 """
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from worker import archive, storage
 from worker.config import Config
 from worker.errors import MediaError
-from worker.records import Face, Identity, ItemResult
+from worker.lifecycle import Started
+from worker.records import ItemResult
 from worker.report import ReportSamples
 
 
@@ -185,32 +185,18 @@ def _adapt(pools, cfg: Config, crops: dict, result: ItemResult):
     return pools.share((net, result.restorer))
 
 
-@dataclass
-class Started:
-    """An item analysed and planned, its restore pass still to run (``finish`` is None when it
-    already failed)."""
-
-    item: archive.ArchiveItem
-    cfg: Config  # calibrated to the face backend
-    result: ItemResult
-    staged: str  # local folder for refs, manifest and report until _publish uploads them
-    t0: float
-    identities: list[Identity] = field(default_factory=list)
-    faces: list[Face] = field(default_factory=list)
-    finish: Callable[[], tuple] | None = None
-
-
 def start_item(pools, item: archive.ArchiveItem, cfg: Config, out_root: str, work: str, tmp: Path,
                on_restore: Callable[[], None] | None = None) -> Started:
-    """Stage, analyse and plan one item; never raises for bad input (the failure is recorded)."""
-    from worker.ray_adapter import error_of
+    """Stage, analyse and plan one item on the pools' actors (``tmp``: its local work folder,
+    removed when it finishes); never raises for bad input (the failure is recorded). Finish it
+    with ``worker.lifecycle.finish_item``."""
     from worker.staging import stage_input
 
     iid = archive.item_id(item, cfg)
     out_dir = storage.join(out_root, iid)  # actors write the restored media straight here
     result = ItemResult(item_id=iid, source=item.uri, kind=item.kind, output=out_dir)
     result.restorer = {"name": cfg.restore.restorer}
-    st = Started(item, cfg, result, str(tmp / "out" / iid), time.monotonic())
+    st = Started(item.uri, cfg, result, str(tmp / "out" / iid), out_dir, work=tmp)
     try:
         st.cfg, embed_dim = pools.calibrate(cfg)
         storage.remove_tree_marker(out_dir)
@@ -222,34 +208,5 @@ def start_item(pools, item: archive.ArchiveItem, cfg: Config, out_root: str, wor
             st.identities, st.faces, st.finish = plan_album(pools, st.cfg, embed_dim, iid, local,
                                                             item.uri, out_dir, result)
     except Exception as e:  # one bad item never sinks the job; the manifest keeps the evidence
-        result.status = "failed"
-        result.errors.append(error_of(e, item.uri))
+        st.fail(e)
     return st
-
-
-def finish_item(st: Started) -> ItemResult:
-    """Restore a started item and publish it like ``worker.pipeline.restore_item`` (refs,
-    manifest, report through the same ``_publish``, ``_DONE`` last)."""
-    from worker.config import to_dict
-    from worker.pipeline import _publish
-    from worker.ray_adapter import error_of
-
-    result = st.result
-    media, files, samples = {}, [], ReportSamples()
-    if st.finish is not None:
-        try:
-            media, files, samples = st.finish()
-        except Exception as e:  # noqa: BLE001 - as in start_item
-            result.status = "failed"
-            result.errors.append(error_of(e, st.item.uri))
-    result.timings["total"] = time.monotonic() - st.t0
-    if result.status == "ok" and result.errors:
-        result.status = "partial"
-    identities, faces = (st.identities, st.faces) if st.finish is not None else ([], [])
-    try:
-        _publish(st.staged, result, identities, faces, media, files, samples, to_dict(st.cfg),
-                 final_dir=result.output)
-    except Exception as e:  # noqa: BLE001 - storage outage while publishing: the item failed
-        result.status = "failed"
-        result.errors.append(error_of(e, st.item.uri))
-    return result

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from worker import archive, storage
-from worker.config import Config, ConfigError, load_config
+from worker.config import ConfigError, load_config
 from worker.records import ItemResult
 
 
@@ -39,7 +39,8 @@ def run_job(items: list[archive.ArchiveItem], out_root: str, config_file: str | 
     the identities of all items are linked into archive-wide persons, and each person's best
     references are shared by all their appearances (the driver holds every item's face records
     and staged input meanwhile)."""
-    from jobs.items import finish_item, start_item
+    from jobs.items import start_item
+    from worker.lifecycle import finish_item, link_started
     from worker.ray_pools import Pools
 
     t0 = time.monotonic()
@@ -82,20 +83,20 @@ def run_job(items: list[archive.ArchiveItem], out_root: str, config_file: str | 
             tmp.mkdir()
             st = start_item(pools, item, cfg, out_root, work, tmp, on_restore)
             if link and not pools.stuck:
-                started.append((n, st, tmp))
+                started.append((n, item, st))
                 continue
             res = finish_item(st)
-            shutil.rmtree(tmp, ignore_errors=True)
             rows.append((item, res))
             log(n, res)
             if pools.stuck:
                 break
         if started and not pools.stuck:
-            persons = _link(started, base)
-        for n, st, tmp in started:
-            res = finish_item(st) if not pools.stuck else _not_run(st.item, pools.stuck, st.result)
-            shutil.rmtree(tmp, ignore_errors=True)
-            rows.append((st.item, res))
+            persons = link_started([st for _, _, st in started], base)
+            print(f"linked {sum(len(st.identities) for _, _, st in started)} identities of "
+                  f"{len(started)} items into {len(persons)} persons", file=sys.stderr, flush=True)
+        for n, item, st in started:
+            res = finish_item(st) if not pools.stuck else _not_run(item, pools.stuck, st.result)
+            rows.append((item, res))
             log(n, res)
         if pools is not None and pools.stuck:  # nothing more can run: say so for every item left
             seen = {id(item) for item, _ in rows}
@@ -122,29 +123,6 @@ def _not_run(item: archive.ArchiveItem, why: str, result: ItemResult | None = No
     result.status = "failed"
     result.errors.append(ItemError(item.uri, f"not run: {why}", "job"))
     return result
-
-
-def _link(started: list, base: Config) -> list[dict]:
-    """Link the planned items' identities into persons (per face backend: embeddings of two
-    backends are not comparable) and share references; the persons for the job summary."""
-    from worker.archive_identity import link, share_references
-
-    ok = [st for _, st, _ in started if st.finish is not None]
-    out = []
-    for detect in {st.cfg.detect for st in ok}:
-        group = [st for st in ok if st.cfg.detect == detect]
-        by_item = {st.result.item_id: st.identities for st in group}
-        cfg = group[0].cfg
-        max_dist = base.identity.link_max_dist or cfg.identity.max_dist
-        persons = link(by_item, max_dist)
-        share_references(by_item, persons, cfg.references,
-                         crop_size={st.result.item_id: st.cfg.restore.crop_size for st in group})
-        uri = {st.result.item_id: st.item.uri for st in group}
-        out += [{"person": p.id, "members": [{"item": i, "uri": uri[i], "identity": k} for i, k in p.members]}
-                for p in persons]
-        print(f"linked {sum(len(v) for v in by_item.values())} identities of {len(group)} items into "
-              f"{len(persons)} persons", file=sys.stderr, flush=True)
-    return out
 
 
 def parse_args(argv: list[str] | None = None, prog: str = "python -m jobs.restore") -> argparse.Namespace:

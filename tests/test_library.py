@@ -1,6 +1,7 @@
-"""A user's reference library (``--references DIR``, one folder of photos per name): a person
-whose clip has no sharp face gets references from their library photos and takes their name; a
-library person who is not in the clip is reported unmatched and used nowhere."""
+"""References from outside a clip with no sharp face: a user's reference library
+(``--references DIR``, one folder of photos per name: the person takes their name, a library
+person who is not in the clip is reported unmatched and used nowhere), or another input of the
+same run where the person is sharp (``--link``)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ def setup(tmp_path_factory):
     d = tmp_path_factory.mktemp("library")
     scene = SoftEverywhere(persons=("hanks",), size=(256, 224), face_px=110, seed=3)
     write_video(scene, d / "blurry.mp4", N, degrade=range(N))
+    write_video(FaceScene(persons=("hanks",), size=(256, 224), face_px=110, seed=5), d / "sharp.mp4", 12)
     lib = d / "lib"
     (lib / "Tom Hanks").mkdir(parents=True)
     (lib / "Astronaut").mkdir()
@@ -85,3 +87,19 @@ def test_a_missing_library_is_a_clear_error(setup, tmp_path, capsys):
     _, clip, lib = setup
     assert main(["restore", str(clip), "-o", str(tmp_path), "--references", str(lib / "nobody"), "-q"]) == 2
     assert f"reference library {lib / 'nobody'}: no such folder" in capsys.readouterr().err
+
+
+def test_linked_inputs_give_a_soft_clip_the_references_of_a_sharp_one(setup, tmp_path):
+    scene, clip, _ = setup
+    assert main(["restore", str(clip), str(clip.with_name("sharp.mp4")), "-o", str(tmp_path), "--link", "-q",
+                 *[a for s in SETS for a in ("--set", s)]]) == 0
+    blurry, sharp = (next(tmp_path.glob(f"{n}-*")) for n in ("blurry", "sharp"))
+    m = json.loads((blurry / "manifest.json").read_text())
+    (ident,) = m["identities"]
+    assert ident["person"] and "why_no_reference" not in ident
+    assert ident["references"][0].get("origin") == sharp.name  # the best one comes from the sharp clip
+    assert m["counts"]["faces_with_reference"] == N
+    alone = restore_item(clip, str(tmp_path / "alone"), load_config(None, SETS))
+    linked, unlinked = _face_psnr(scene, blurry / "restored.mp4"), _face_psnr(scene, Path(alone.output, "restored.mp4"))
+    print(f"face PSNR: alone {unlinked:.2f}, linked {linked:.2f} dB")
+    assert linked > unlinked + 0.5

@@ -10,6 +10,7 @@ The per-image steps (:func:`analyse_image`, :func:`restore_image`) and the album
 
 from __future__ import annotations
 
+import functools
 import shutil
 import time
 from pathlib import Path
@@ -145,11 +146,11 @@ class AlbumBook:
         return files, {"root": str(self.root), "files": len(self.names)}
 
 
-def restore_album(src: Path, out_dir: str, cfg: Config, engine, result: ItemResult):
+def start_album(src: Path, out_dir: str, cfg: Config, engine, result: ItemResult):
+    """Analyse every photo and plan the album: its identities, faces and its restore pass
+    (``() -> (media, files, samples)``), run later, after any linking."""
     root, names = album_files(src)
-    out_root = storage.local_path(storage.join(out_dir, "restored"))
     book = AlbumBook(root, names, result)
-
     t = time.monotonic()
     progress = Progress(f"analyse {src.name}", len(names), unit="images", enabled=cfg.progress)
     for name in names:
@@ -165,9 +166,15 @@ def restore_album(src: Path, out_dir: str, cfg: Config, engine, result: ItemResu
     result.timings["analyse"] = time.monotonic() - t
 
     t = time.monotonic()
-    identities, refs = book.plan(cfg, engine.analyzer.embed_dim)
+    identities, _ = book.plan(cfg, engine.analyzer.embed_dim)
     result.timings["plan"] = time.monotonic() - t
+    return identities, book.faces, functools.partial(_restore_album, src, out_dir, cfg, engine, book, identities)
 
+
+def _restore_album(src: Path, out_dir: str, cfg: Config, engine, book: AlbumBook, identities: list[Identity]):
+    root, names, result = book.root, book.names, book.result
+    out_root = storage.local_path(storage.join(out_dir, "restored"))
+    refs = assign_references(book.faces, identities, cfg)  # linking may have changed them
     t = time.monotonic()
     samples = ReportSamples.choose(book.faces, cfg.output.report_faces)
     stage = FaceRestoreStage(cfg, engine.item_restorer(book.adapt_crops, result))
@@ -187,4 +194,4 @@ def restore_album(src: Path, out_dir: str, cfg: Config, engine, result: ItemResu
     progress.done()
     result.timings["restore"] = time.monotonic() - t
     files, media = book.finish(identities)
-    return identities, book.faces, media, files, samples
+    return media, files, samples

@@ -81,6 +81,8 @@ def share_references(identities: dict[str, list[Identity]], persons: list[Person
                 continue  # alone in the archive: its own choice stands
             size = (crop_size or {}).get(item)
             ident.references = [_for_item(r, item, size) for r in pool_references(iid, pooled, cfg)]
+            if ident.references:
+                ident.why_no_reference = ""
 
 
 def _for_item(ref: Reference, item: str, size: int | None) -> Reference:

@@ -12,6 +12,7 @@ import sys
 import time
 
 from worker.config import ConfigError, dump_config, load_config
+from worker.records import ItemResult
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -29,6 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
     r.add_argument("--force", action="store_true", help="redo items that are already done")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    r.add_argument("--link", action="store_true", help="with several inputs: link their people, so "
+                   "that each person is restored with the best references of all inputs "
+                   "(identity.link_archive)")
     r.add_argument("--references", metavar="DIR", help="reference library: one folder of photos per "
                    "person name (DIR/Rose Smith/*.jpg), local or s3:// (references.library)")
     _config_args(r)
@@ -78,17 +82,35 @@ def _print_result(res) -> None:
 
 
 def run_restore(inputs: list[str], output: str, cfg, force: bool = False) -> int:
-    from worker.pipeline import Engine, restore_item
+    """Restore each input in turn; with ``identity.link_archive`` every input is analysed and
+    planned first and the people of all of them are linked, so that a person with no sharp face
+    in one input is restored with their references from another (``worker.lifecycle``)."""
+    from worker.lifecycle import finish_item, link_started
+    from worker.pipeline import Engine, start_item
 
     t0 = time.monotonic()
     engine = Engine(cfg)
-    results = []
+    link = cfg.identity.link_archive and len(inputs) > 1
+    results, started = [], []
     for i, src in enumerate(inputs, 1):
         if cfg.progress and len(inputs) > 1:
             print(f"[{i}/{len(inputs)}] {src}", file=sys.stderr)
-        res = restore_item(src, output, cfg, engine=engine, force=force)
+        st = start_item(src, output, cfg, engine=engine, force=force)
+        if link and not isinstance(st, ItemResult):
+            started.append(st)
+            continue
+        res = st if isinstance(st, ItemResult) else finish_item(st)
         _print_result(res)
         results.append(res)
+    if started:
+        persons = link_started(started, engine.cfg)
+        if cfg.progress:
+            print(f"linked {sum(len(st.identities) for st in started)} people of {len(started)} "
+                  f"inputs into {len(persons)} persons", file=sys.stderr)
+        for st in started:
+            res = finish_item(st)
+            _print_result(res)
+            results.append(res)
     failed = [r for r in results if r.status == "failed"]
     if len(inputs) > 1:
         print(f"{len(results)} items: {len(results) - len(failed)} done, {len(failed)} failed "
@@ -145,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides = list(args.set)
         if getattr(args, "quiet", False):
             overrides.append("progress=false")
+        if getattr(args, "link", False):
+            overrides.append("identity.link_archive=true")
         if getattr(args, "references", None):
             overrides.append(f"references.library={json.dumps(args.references)}")
         cfg = load_config(args.config, overrides)

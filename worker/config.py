@@ -54,9 +54,9 @@ class IdentityConfig:
     max_dist: float | None = None
     min_faces: int = 1  # density rule: faces (album) or tracks (video) needed to start a person
     min_track_frames: int = 3  # video: tracks shorter than this are not clustered alone
-    # archive job (jobs.restore / refstar run / submit / trigger): link the identities of all items
-    # into archive-wide persons that share their best references. The single-machine
-    # `refstar restore` restores each input on its own and ignores it.
+    # link the identities of all items of a run (refstar restore with several inputs, --link; the
+    # archive job) into archive-wide persons that share their best references: every item is
+    # analysed and planned before any is restored
     link_archive: bool = False
     link_max_dist: float | None = None  # cosine distance of identity centroids; None = max_dist
 

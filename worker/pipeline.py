@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import tempfile
 import time
-import traceback
 from dataclasses import asdict
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from worker import storage
-from worker.config import Config, to_dict, with_backend_defaults
-from worker.errors import MediaError, ModelError, WorkerError
+from worker.config import Config, with_backend_defaults
+from worker.errors import ModelError
+from worker.lifecycle import Started, finish_item
 from worker.models import local_checkpoint
 from worker.records import Face, Identity, ItemError, ItemResult
-from worker.report import ReportSamples, build_manifest, dumps, ref_path, render_html
-from worker.staging import item_id, item_kind, stage_input, upload_tree
+from worker.staging import item_id, item_kind, stage_input
 
 
 class Engine:
@@ -105,11 +103,11 @@ def item_restorer_from(net, info: dict, r):
     return RefSTARRestorer(net, work_size=net.cfg.size, device=r.device)
 
 
-def restore_item(src: str | Path, out_root: str, cfg: Config, *, engine: Engine | None = None,
-                 force: bool = False) -> ItemResult:
-    """Restore one item (a local path or an ``s3://`` URI) into ``out_root`` (a folder or an
-    ``s3://`` prefix). Never raises for bad input: failures come back in ``result.errors`` with
-    ``status == "failed"`` and a manifest explaining them, but no ``_DONE``."""
+def start_item(src: str | Path, out_root: str, cfg: Config, *, engine: Engine | None = None,
+               force: bool = False) -> Started | ItemResult:
+    """Stage, analyse and plan one item (a local path or an ``s3://`` URI) for ``out_root``; an
+    ``ItemResult`` when there is nothing to run (already done, or the input is not there).
+    Never raises for bad input: a failure is recorded in the ``Started`` (``finish`` None)."""
     src = str(src)
     try:
         iid = item_id(src, cfg)
@@ -123,63 +121,33 @@ def restore_item(src: str | Path, out_root: str, cfg: Config, *, engine: Engine 
         result.status = "skipped"
         return result
     storage.remove_tree_marker(final_dir)
-    with tempfile.TemporaryDirectory(prefix="refstar-") as tmp:
-        out_dir = str(Path(tmp) / "out" / iid) if storage.is_s3(final_dir) else final_dir
-        outputs = _run(src, Path(tmp) / "in", out_dir, cfg, engine, result)
-        _publish(out_dir, result, *outputs, final_dir=final_dir)
-    return result
-
-
-def _run(src: str, workdir: Path, out_dir: str, cfg: Config, engine: Engine | None,
-         result: ItemResult):
-    """The item's stages; exceptions become ``result.errors``."""
-    t0 = time.monotonic()
-    outputs = ([], [], {}, [], ReportSamples(), to_dict(cfg))
+    work = Path(tempfile.mkdtemp(prefix="refstar-"))
+    staged = str(work / "out" / iid) if storage.is_s3(final_dir) else final_dir
+    st = Started(src, cfg, result, staged, final_dir, work=work)
     try:
         engine = engine or Engine(cfg)
-        cfg = engine.cfg
-        local = stage_input(src, workdir, cfg)
+        st.cfg = engine.cfg
+        local = stage_input(src, work / "in", st.cfg)
         if result.kind == "video":
-            from worker.video_item import restore_video
-            identities, faces, media, samples = restore_video(str(local), out_dir, cfg, engine, result)
-            outputs = (identities, faces, media, [], samples, to_dict(cfg))
+            from worker.video_item import start_video
+
+            st.identities, st.faces, st.finish = start_video(str(local), staged, st.cfg, engine, result)
         else:
-            from worker.album_item import restore_album
-            identities, faces, media, files, samples = restore_album(local, out_dir, cfg, engine, result)
-            outputs = (identities, faces, media, files, samples, to_dict(cfg))
-    except (MediaError, WorkerError) as e:
-        result.status = "failed"
-        result.errors.append(ItemError(getattr(e, "file", src), getattr(e, "reason", str(e)), "item"))
+            from worker.album_item import start_album
+
+            st.identities, st.faces, st.finish = start_album(local, staged, st.cfg, engine, result)
     except Exception as e:  # one bad item never sinks a batch; keep the evidence
-        result.status = "failed"
-        tb = traceback.format_exception_only(type(e), e)[-1].strip()
-        result.errors.append(ItemError(src, f"internal error: {tb}", "item"))
-    result.timings["total"] = time.monotonic() - t0
-    if result.status == "ok" and result.errors:
-        result.status = "partial"
-    return outputs
+        st.fail(e)
+    return st
 
 
-def _publish(out_dir: str, result: ItemResult, identities: list[Identity], faces: list[Face],
-             media: dict, files: list[dict], samples: ReportSamples, config: dict,
-             final_dir: str | None = None) -> None:
-    """refs, manifest and report into ``out_dir``; uploaded to ``final_dir`` when that differs
-    (S3); then ``_DONE``, last and only for items that completed."""
-    for ident in identities:
-        for ref in ident.references:
-            ok, buf = cv2.imencode(".png", ref.crop)
-            storage.write_atomic(storage.join(out_dir, ref_path(ident, ref)), buf.tobytes())
-    manifest = build_manifest(result, identities, faces, media, config, files)
-    storage.write_atomic(storage.join(out_dir, "manifest.json"), dumps(manifest))
-    if config["output"]["write_report"]:
-        storage.write_atomic(storage.join(out_dir, "report.html"), render_html(manifest, identities, samples))
-    final_dir = final_dir or out_dir
-    if final_dir != out_dir:
-        upload_tree(Path(out_dir), final_dir)
-    if result.status in ("ok", "partial"):
-        done = {"item_id": result.item_id, "status": result.status, "finished": time.time()}
-        if not storage.put_done_marker(final_dir, done):  # another worker finished it meanwhile
-            result.errors.append(ItemError(result.source, "item was completed by another run", "publish"))
+def restore_item(src: str | Path, out_root: str, cfg: Config, *, engine: Engine | None = None,
+                 force: bool = False) -> ItemResult:
+    """Restore one item (a local path or an ``s3://`` URI) into ``out_root`` (a folder or an
+    ``s3://`` prefix). Never raises for bad input: failures come back in ``result.errors`` with
+    ``status == "failed"`` and a manifest explaining them, but no ``_DONE``."""
+    st = start_item(src, out_root, cfg, engine=engine, force=force)
+    return st if isinstance(st, ItemResult) else finish_item(st)
 
 
 def count_faces(faces: list[Face], identities: list[Identity]) -> dict[str, int]:

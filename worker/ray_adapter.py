@@ -31,9 +31,9 @@ import ray
 
 from worker import storage
 from worker.config import Config
-from worker.errors import MediaError, PlacementError
+from worker.errors import MediaError
 from worker.input_cache import InputCache
-from worker.records import Face, ItemError
+from worker.records import Face
 from worker.segments import (
     Segment,
     SegmentAnalysis,
@@ -297,12 +297,3 @@ def join(src: str, uri: str, info, parts: list[str], dst_uri: str) -> int:
     from worker.ray_pools import unwrap_call
 
     return unwrap_call(_join.remote(src, uri, info, parts, dst_uri))
-
-
-def error_of(e: BaseException, src: str) -> ItemError:
-    """An item-level error record for a failure that reached the driver."""
-    if isinstance(e, MediaError):
-        return ItemError(e.file, e.reason, "item")
-    if isinstance(e, PlacementError):
-        return ItemError(src, str(e), "job")
-    return ItemError(src, f"internal error: {type(e).__name__}: {e}".splitlines()[0], "item")

@@ -139,9 +139,10 @@ class Group:
                 on_wait = None
             if now - said >= REPORT_EVERY_S:
                 said = now
-                log.warning("waiting %.0f s for %d %s actor(s) to be placed, each asking for %s; "
-                            "the cluster has %s free", now - t0, len(self._booting), self.kind,
-                            _fmt(self.need), _fmt(ray.available_resources()))
+                log.warning("waiting %.0f s for %d %s actor(s) to be placed and start, each asking "
+                            "for %s; the cluster has %s, %s of it free", now - t0, len(self._booting),
+                            self.kind, _fmt(self.need), _fmt(ray.cluster_resources()),
+                            _fmt(ray.available_resources()))
             ray.wait(self.booting, num_returns=1, timeout=min(HOLD_GRACE_S, self.timeout_s - (now - t0)))
             self.poll()
 

@@ -3,6 +3,7 @@ both times; only face records and a few crops per track stay in memory."""
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from worker.analyse import Analysis, analyse_video
 from worker.config import Config
 from worker.errors import MediaError
 from worker.media.video import VideoRewriter, iter_frames, probe_video
-from worker.plan import plan_video_item
+from worker.plan import assign_references, plan_video_item
 from worker.progress import Progress
 from worker.records import ItemResult
 from worker.report import ReportSamples
@@ -29,17 +30,23 @@ def adaptation_crops(analysis: Analysis) -> dict[int, list]:
     return out
 
 
-def restore_video(path: str, out_dir: str, cfg: Config, engine, result: ItemResult):
-    from worker.pipeline import media_dict, video_counts
-
-    timings = result.timings
+def start_video(path: str, out_dir: str, cfg: Config, engine, result: ItemResult):
+    """Analyse (decode 1) and plan: the item's identities, faces and its restore pass (decode 2,
+    ``() -> (media, [], samples)``), run later, after any linking."""
     t = time.monotonic()
     info = probe_video(path, cfg.limits)
     analysis = analyse_video(path, info, engine.analyzer, cfg)
-    timings["analyse"] = time.monotonic() - t
+    result.timings["analyse"] = time.monotonic() - t
+    identities, _, by_frame = plan_video_item(analysis, cfg, result)
+    return identities, analysis.faces, functools.partial(
+        _restore_video, path, out_dir, cfg, engine, result, info, analysis, identities, by_frame)
 
-    identities, refs, by_frame = plan_video_item(analysis, cfg, result)
 
+def _restore_video(path: str, out_dir: str, cfg: Config, engine, result: ItemResult, info,
+                   analysis: Analysis, identities, by_frame):
+    from worker.pipeline import media_dict, video_counts
+
+    refs = assign_references(analysis.faces, identities, cfg)  # linking may have changed them
     t = time.monotonic()
     samples = ReportSamples.choose(analysis.faces, cfg.output.report_faces)
     stage = FaceRestoreStage(cfg, engine.item_restorer(adaptation_crops(analysis), result))
@@ -52,9 +59,8 @@ def restore_video(path: str, out_dir: str, cfg: Config, engine, result: ItemResu
         if written != analysis.n_frames:
             raise MediaError(path, f"second decode gave {written} frames, first gave {analysis.n_frames}")
     progress.done()
-    timings["restore"] = time.monotonic() - t
-
+    result.timings["restore"] = time.monotonic() - t
     result.counts.update(**video_counts(analysis, identities))
     media = media_dict(info)
     media["output"] = dst.name
-    return identities, analysis.faces, media, samples
+    return media, [], samples

@@ -1,0 +1,137 @@
+"""The life of one item, in two steps that both executors run: *start* (stage, analyse, plan:
+who is who, which faces become references) gives a ``Started``; *finish* runs its restore pass
+and publishes it (refs, manifest, report, ``_DONE`` last). Between the two, the identities of
+several started items can be linked into archive-wide persons who share their references
+(``link_started``). The single-machine executor is ``worker.pipeline`` (``start_item``); the Ray
+executor is ``jobs.items`` (its ``start_item`` spreads the same stages over actors).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+
+from worker import storage
+from worker.config import Config, to_dict
+from worker.errors import MediaError, PlacementError, WorkerError
+from worker.records import Face, Identity, ItemError, ItemResult
+from worker.report import ReportSamples, build_manifest, dumps, ref_path, render_html
+
+
+@dataclass
+class Started:
+    """An item analysed and planned, its restore pass still to run (``finish`` is None when it
+    already failed, its reason in ``result.errors``)."""
+
+    uri: str
+    cfg: Config  # calibrated to the face backend
+    result: ItemResult
+    staged: str  # folder for refs, manifest and report until publishing (the final one when local)
+    final_dir: str  # OUT/<item-id>
+    t0: float = field(default_factory=time.monotonic)
+    work: Path | None = None  # local work folder, removed when the item ends
+    identities: list[Identity] = field(default_factory=list)
+    faces: list[Face] = field(default_factory=list)
+    # the restore pass: () -> (media facts, album file list, report samples)
+    finish: Callable[[], tuple[dict, list[dict], ReportSamples]] | None = None
+
+    def fail(self, e: BaseException) -> None:
+        self.result.status = "failed"
+        self.result.errors.append(item_error(e, self.uri))
+        self.finish = None
+
+
+def item_error(e: BaseException, uri: str) -> ItemError:
+    """The error record of a failure that stopped an item: a bad file named with its reason, a
+    job that cannot place its actors, or an internal error named by its type."""
+    if isinstance(e, MediaError):
+        return ItemError(e.file, e.reason, "item")
+    if isinstance(e, PlacementError):
+        return ItemError(uri, str(e), "job")
+    if isinstance(e, WorkerError):
+        return ItemError(uri, str(e), "item")
+    return ItemError(uri, f"internal error: {traceback.format_exception_only(type(e), e)[-1].strip()}"
+                     .splitlines()[0], "item")
+
+
+def finish_item(st: Started) -> ItemResult:
+    """Run the item's restore pass and publish it; never raises for the item's own failures
+    (a bad file, a storage outage while publishing): they end up in its manifest, without
+    ``_DONE``. Removes the item's work folder."""
+    result = st.result
+    media, files, samples = {}, [], ReportSamples()
+    try:
+        if st.finish is not None:
+            try:
+                media, files, samples = st.finish()
+            except Exception as e:  # one bad item never sinks a batch; keep the evidence
+                st.fail(e)
+        result.timings["total"] = time.monotonic() - st.t0
+        if result.status == "ok" and result.errors:
+            result.status = "partial"
+        identities, faces = (st.identities, st.faces) if result.status != "failed" else ([], [])
+        try:
+            publish(st.staged, result, identities, faces, media, files, samples, to_dict(st.cfg),
+                     final_dir=st.final_dir)
+        except Exception as e:  # noqa: BLE001 - storage outage while publishing: the item failed
+            result.status = "failed"
+            result.errors.append(item_error(e, st.uri))
+            with contextlib.suppress(Exception):  # a manifest saying "ok" may be up already
+                storage.write_atomic(storage.join(st.final_dir, "manifest.json"), dumps(
+                    build_manifest(result, [], [], media, to_dict(st.cfg), files)))
+    finally:
+        if st.work is not None:
+            shutil.rmtree(st.work, ignore_errors=True)
+    return result
+
+
+def publish(out_dir: str, result: ItemResult, identities: list[Identity], faces: list[Face],
+             media: dict, files: list[dict], samples: ReportSamples, config: dict,
+             final_dir: str | None = None) -> None:
+    """refs, manifest and report into ``out_dir``; uploaded to ``final_dir`` when that differs
+    (S3); then ``_DONE``, last and only for items that completed."""
+    for ident in identities:
+        for ref in ident.references:
+            ok, buf = cv2.imencode(".png", ref.crop)
+            storage.write_atomic(storage.join(out_dir, ref_path(ident, ref)), buf.tobytes())
+    manifest = build_manifest(result, identities, faces, media, config, files)
+    storage.write_atomic(storage.join(out_dir, "manifest.json"), dumps(manifest))
+    if config["output"]["write_report"]:
+        storage.write_atomic(storage.join(out_dir, "report.html"), render_html(manifest, identities, samples))
+    final_dir = final_dir or out_dir
+    if final_dir != out_dir:
+        from worker.staging import upload_tree
+
+        upload_tree(Path(out_dir), final_dir)
+    if result.status in ("ok", "partial"):
+        done = {"item_id": result.item_id, "status": result.status, "finished": time.time()}
+        if not storage.put_done_marker(final_dir, done):  # another worker finished it meanwhile
+            result.errors.append(ItemError(result.source, "item was completed by another run", "publish"))
+
+
+def link_started(started: list[Started], base: Config) -> list[dict]:
+    """Link the planned items' identities into persons (per face backend: embeddings of two
+    backends are not comparable) and share each person's best references among them; the
+    persons, for a job summary."""
+    from worker.archive_identity import link, share_references
+
+    ok = [st for st in started if st.finish is not None]
+    out = []
+    for detect in {st.cfg.detect for st in ok}:
+        group = [st for st in ok if st.cfg.detect == detect]
+        by_item = {st.result.item_id: st.identities for st in group}
+        cfg = group[0].cfg
+        persons = link(by_item, base.identity.link_max_dist or cfg.identity.max_dist)
+        share_references(by_item, persons, cfg.references,
+                         crop_size={st.result.item_id: st.cfg.restore.crop_size for st in group})
+        uri = {st.result.item_id: st.uri for st in group}
+        out += [{"person": p.id, "members": [{"item": i, "uri": uri[i], "identity": k} for i, k in p.members]}
+                for p in persons]
+    return out
