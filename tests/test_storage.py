@@ -1,6 +1,9 @@
 """Local-path side of worker.storage (the S3 side is tests/test_storage_s3.py)."""
 
 
+import os
+import stat
+
 import pytest
 
 from tests.concurrency import race
@@ -133,3 +136,16 @@ def test_racing_writers_claim_an_item_once(tmp_path):
     item = storage.join(str(tmp_path), "race")
     results = race(lambda i: storage.put_done_marker(item, f"writer {i}"), 8)
     assert sorted(results) == [False] * 7 + [True]
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
+def test_published_files_follow_the_umask(tmp_path, umask, mode):
+    """Not mkstemp's 0600: a team sharing the output folder reads manifests, refs and _DONE."""
+    old = os.umask(umask)
+    try:
+        storage.write_atomic(str(tmp_path / "manifest.json"), "{}")
+        assert storage.put_done_marker(str(tmp_path), {"ok": True})
+    finally:
+        os.umask(old)
+    for name in ("manifest.json", storage.DONE_MARKER):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name

@@ -33,9 +33,27 @@ def _is_temporary(name: str) -> bool:
     return name.startswith(".") and name.endswith(_TMP_SUFFIX)
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask can only set it)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # no /proc: set and restore at once
+    os.umask(mask)
+    return mask
+
+
 def _temp_beside(path: Path) -> tuple[int, str]:
+    """A fresh temporary beside ``path``, with the mode a plain ``open`` would give (mkstemp
+    makes it 0600: a team sharing the output folder could not read what it publishes)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())
+    return fd, tmp
 
 
 def _write_temp(path: Path, data: bytes | str | BinaryIO) -> str:
