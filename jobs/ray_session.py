@@ -3,7 +3,7 @@ process behind: not after it returns, not after Ctrl-C, not after SIGTERM.
 
 ``ray.shutdown()`` runs only when Python unwinds, and a process killed by SIGTERM's default
 action never does: the local raylet, GCS, dashboard and agents it started outlive it (the agents
-even ignore SIGTERM). So SIGTERM is turned into ``Terminated`` (a ``KeyboardInterrupt``: the same
+even ignore SIGTERM). So SIGTERM is turned into ``Terminated`` (``worker.signals``: the same
 unwinding as Ctrl-C), and after ``ray.shutdown()`` whatever the session started and is still
 alive is killed.
 """
@@ -16,40 +16,13 @@ import signal
 import threading
 from collections.abc import Iterator
 
+from worker.signals import sigterm_unwinds
+
+__all__ = ["RaySession", "ray_session", "sigterm_unwinds"]
+
 log = logging.getLogger(__name__)
 
 KILL_GRACE_S = 5.0  # after ray.shutdown(), how long its processes get before SIGKILL
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM arrived: unwind like Ctrl-C (exit status 143 instead of 130)."""
-
-
-_terminated = threading.Event()
-
-
-def _raise_terminated(signum, frame) -> None:
-    _terminated.set()
-    raise Terminated()
-
-
-def exit_status(interrupt: KeyboardInterrupt) -> int:
-    """130 for Ctrl-C, 143 for SIGTERM (Ray's waits re-raise a plain KeyboardInterrupt, so the
-    signal is remembered rather than read off the exception)."""
-    return 143 if isinstance(interrupt, Terminated) or _terminated.is_set() else 130
-
-
-@contextlib.contextmanager
-def sigterm_unwinds() -> Iterator[None]:
-    """While inside, SIGTERM raises ``Terminated`` in the main thread (elsewhere: no change)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def _children() -> list:

@@ -171,8 +171,9 @@ def parse_args(argv: list[str] | None = None, prog: str = "python -m jobs.restor
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m jobs.restore") -> int:
-    from jobs.ray_session import exit_status, ray_session, sigterm_unwinds
+    from jobs.ray_session import ray_session, sigterm_unwinds
     from worker.ray_pools import PoolOptions
+    from worker.signals import exit_status
 
     args = parse_args(argv, prog)
     if not logging.getLogger().handlers:  # a CLI run: the pools' waiting lines go to stderr

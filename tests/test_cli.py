@@ -1,11 +1,16 @@
 """Command-line behaviour a user relies on: clear errors, exit codes, faces left alone."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import pytest
 
-from tests.mediagen import FaceScene
+from tests.mediagen import FaceScene, write_video
 from worker.cli import main
 
 
@@ -40,3 +45,37 @@ def test_unknown_restorer_and_backend(photo, tmp_path, capsys):
     assert main(["restore", str(photo), "-o", str(tmp_path), "-q", "--set", "restorer=refstar",
                  "--set", f"restore.checkpoint={tmp_path / 'missing'}"]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_an_output_that_is_a_file_is_one_clear_line(photo, tmp_path, capsys):
+    out = tmp_path / "out.txt"
+    out.write_text("not a folder")
+    assert main(["restore", str(photo), "-o", str(out), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"refstar: output {out} is a file, not a folder\n"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, status, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_a_stopped_restore_exits_cleanly_and_leaves_nothing_partial(tmp_path, sig, status, word):
+    """Ctrl-C (or SIGTERM) mid-video: one line, exit 130 (143), no traceback, no partial file in
+    the output and no work folder in the temp directory."""
+    clip, tmp = tmp_path / "clip.mp4", tmp_path / "tmp"
+    tmp.mkdir()
+    write_video(FaceScene(persons=("t1_2",), size=(320, 256), face_px=110), clip, 150)
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "restore", str(clip), "-o", str(tmp_path / "out"),
+                             "--set", "restore.crop_size=256"], env=env, stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    lines = []
+    for line in proc.stderr:  # progress lines: stop it once the restore pass runs
+        lines.append(line)
+        if line.startswith("restore clip.mp4"):
+            proc.send_signal(sig)
+            break
+    rest = proc.stderr.read()
+    assert proc.wait(60) == status, "".join(lines) + rest
+    assert rest.strip().splitlines()[-1].startswith(f"refstar: {word}; partial files were removed")
+    assert "Traceback" not in rest
+    left = [p for p in (tmp_path / "out").rglob("*") if p.name.startswith(".") or p.name == "_DONE"]
+    assert not left and not list(tmp.iterdir()), (left, list(tmp.iterdir()))

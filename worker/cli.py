@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from worker.config import ConfigError, dump_config, load_config
 from worker.records import ItemResult
@@ -183,12 +184,22 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_demo(args.output, cfg, frames=args.frames)
     from worker.errors import WorkerError
+    from worker.signals import exit_status, sigterm_unwinds
 
+    if "://" not in args.output and Path(args.output).exists() and not Path(args.output).is_dir():
+        print(f"refstar: output {args.output} is a file, not a folder", file=sys.stderr)
+        return 2
     try:
-        return run_restore(args.inputs, args.output, cfg, force=args.force)
+        with sigterm_unwinds():
+            return run_restore(args.inputs, args.output, cfg, force=args.force)
     except (WorkerError, ValueError) as e:  # a model, backend or library that cannot be loaded at all
         print(f"refstar: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:
+        status = exit_status(e)
+        print(f"refstar: {'terminated' if status == 143 else 'interrupted'}; partial files were "
+              "removed, items without _DONE are redone by the next run", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ incomplete and is redone by the next run.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from dataclasses import asdict
@@ -138,6 +139,9 @@ def start_item(src: str | Path, out_root: str, cfg: Config, *, engine: Engine | 
             st.identities, st.faces, st.finish = start_album(local, staged, st.cfg, engine, result)
     except Exception as e:  # one bad item never sinks a batch; keep the evidence
         st.fail(e)
+    except BaseException:  # Ctrl-C / SIGTERM: leave nothing behind
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     return st
 
 
