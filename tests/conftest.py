@@ -16,3 +16,13 @@ def real_data() -> Path:
     if not (root / "README.md").is_file():
         pytest.skip(f"real face data not found at {root} (set REFSTAR_REAL_DATA)")
     return root
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A real local Ray of 2 CPUs, the size of CI and of a small laptop, for one test module."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

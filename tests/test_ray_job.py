@@ -35,13 +35,6 @@ OPTS = PoolOptions(segment_frames=12)
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     d = tmp_path_factory.mktemp("archive")
     two = FaceScene(persons=("t1_2", "hanks"), size=(320, 256), face_px=100)

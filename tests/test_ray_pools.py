@@ -24,13 +24,6 @@ SETS = ["progress=false", "restore.crop_size=256"]
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     d = tmp_path_factory.mktemp("archive")
     gop_video(FaceScene(persons=("hanks",), size=(320, 256), face_px=110, seed=3), d / "clip.mp4", 24,
