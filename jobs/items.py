@@ -96,7 +96,7 @@ def _restore_video(pools, cfg, iid, src, uri, out_dir, work, result, on_restore,
 
 
 def plan_album(pools, cfg: Config, embed_dim: int, iid: str, src: Path, uri: str, out_dir: str,
-               result: ItemResult):
+               result: ItemResult, refused: dict[str, str]):
     """An album as ``worker.album_item.restore_album`` does it, its images spread over the
     analysis actors: analysed and planned now; returns its identities, faces and the restore
     pass (restore actors) to run later."""
@@ -105,28 +105,28 @@ def plan_album(pools, cfg: Config, embed_dim: int, iid: str, src: Path, uri: str
     from worker.progress import Progress
     from worker.ray_pools import fan_out
 
-    root, names = album_files(src)
+    root, names, refused = album_files(src, refused)
 
     def uri_of(name: str) -> str:
         return storage.join(uri, name) if src.is_dir() else uri
 
-    book = AlbumBook(root, names, result)
+    book = AlbumBook(root, names, result, refused)
     t = time.monotonic()
-    images = [n for n in names if is_image_name(n)]
+    images = [n for n in book.usable if is_image_name(n)]
     progress = Progress(f"{iid} analyse", len(images), unit="images", enabled=cfg.progress)
     found = fan_out(pools.analysis, "analyse_image", [(cfg, str(root / n), uri_of(n)) for n in images],
                     pools.opts.in_flight_per_actor, on_result=lambda k, r: progress.update(1),
                     tolerate=(MediaError,)) if images else []
     progress.done()
     found = dict(zip(images, found, strict=True))
-    for name in names:
+    for name in book.usable:
         book.add(name, found.get(name))
     result.timings["analyse"] = time.monotonic() - t
 
     t = time.monotonic()
     identities, _ = book.plan(cfg, embed_dim)  # the driver holds the local copy
     result.timings["plan"] = time.monotonic() - t
-    return identities, book.faces, functools.partial(_restore_album, pools, cfg, iid, root, names,
+    return identities, book.faces, functools.partial(_restore_album, pools, cfg, iid, root, book.usable,
                                                      uri_of, out_dir, result, book, identities)
 
 
@@ -200,13 +200,13 @@ def start_item(pools, item: archive.ArchiveItem, cfg: Config, out_root: str, wor
     try:
         st.cfg, embed_dim = pools.calibrate(cfg)
         storage.remove_tree_marker(out_dir)
-        local = stage_input(item.uri, tmp / "in", st.cfg)
+        local, refused = stage_input(item.uri, tmp / "in", st.cfg)
         if item.kind == "video":
             st.identities, st.faces, st.finish = plan_video(pools, st.cfg, iid, local, item.uri, out_dir,
                                                             work, result, on_restore)
         else:
             st.identities, st.faces, st.finish = plan_album(pools, st.cfg, embed_dim, iid, local,
-                                                            item.uri, out_dir, result)
+                                                            item.uri, out_dir, result, refused)
     except Exception as e:  # one bad item never sinks the job; the manifest keeps the evidence
         st.fail(e)
     return st

@@ -180,6 +180,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m jobs.restore") ->
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         load_config(args.config, args.sets)  # a bad config fails the job before any work
+        storage.check_root(args.output)
         if args.manifest:
             items = archive.read_manifest(storage.read_bytes(args.manifest).decode())
         elif args.item:

@@ -55,6 +55,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not args.input.startswith("s3://"):
         p.error("--input must be an s3:// prefix")
+    from worker import storage
+
+    try:
+        storage.check_root(args.output)
+    except storage.StorageError as e:
+        p.error(str(e))
     if not 0 <= args.wait <= 20:
         p.error("--wait must be 0..20 seconds (the SQS long-poll limit)")
     if args.visibility < 2:

@@ -62,7 +62,7 @@ def test_a_stopped_restore_exits_cleanly_and_leaves_nothing_partial(tmp_path, si
     the output and no work folder in the temp directory."""
     clip, tmp = tmp_path / "clip.mp4", tmp_path / "tmp"
     tmp.mkdir()
-    write_video(FaceScene(persons=("t1_2",), size=(320, 256), face_px=110), clip, 150)
+    write_video(FaceScene(persons=("t1_2",), size=(320, 256), face_px=110), clip, 48)
     env = {**os.environ, "TMPDIR": str(tmp)}
     proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "restore", str(clip), "-o", str(tmp_path / "out"),
                              "--set", "restore.crop_size=256"], env=env, stderr=subprocess.PIPE, text=True,

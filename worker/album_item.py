@@ -33,9 +33,20 @@ from worker.report import ReportSamples
 from worker.restore import FaceRestoreStage, SampleSink
 
 
-def album_files(src: Path) -> tuple[Path, list[str]]:
-    """The album's root folder and its files (relative POSIX names); one image is an album."""
-    return (src, list_album(src)) if src.is_dir() else (src.parent, [src.name])
+def album_files(src: Path, refused: dict[str, str] | None = None) -> tuple[Path, list[str], dict[str, str]]:
+    """The album's root folder, its files (relative POSIX names, those ``refused`` when it was
+    staged included) and the files refused by name: ``{name: why}`` for a name that could not
+    be an output key (a backslash; on S3 also ``a//b.jpg``, ``../x.jpg``). One image is an album."""
+    if not src.is_dir():
+        return src.parent, [src.name], {}
+    refused = dict(refused or {})
+    names = list_album(src)
+    for name in names:
+        try:
+            storage.safe_key(name)
+        except storage.StorageError as e:
+            refused[name] = str(e)
+    return src, sorted({*names, *refused}), refused
 
 
 def analyse_image(path: Path, analyzer, cfg: Config) -> list[Face]:
@@ -71,9 +82,13 @@ def copy_through(src: Path, dst: Path) -> None:
 class AlbumBook:
     """What happened to each file of an album, its faces, and the item's counts."""
 
-    def __init__(self, root: Path, names: list[str], result: ItemResult):
+    def __init__(self, root: Path, names: list[str], result: ItemResult, refused: dict[str, str] | None = None):
         self.root, self.names, self.result = root, names, result
-        self.status: dict[str, str] = {}  # name -> "restored" | "unchanged" | "failed"
+        self.status: dict[str, str] = {}  # name -> "restored" | "unchanged" | "failed" | "refused"
+        for name, why in (refused or {}).items():  # never read, never written
+            result.errors.append(ItemError(name, f"file name refused, file not written ({why})", "read"))
+            self.status[name] = "refused"
+        self.usable = [n for n in names if self.status.get(n) != "refused"]
         self.faces: list[Face] = []
         self.by_file: dict[str, list[Face]] = {}
         self.adapt_crops: dict[int, list[np.ndarray]] = {}  # per person, for restorer=refstar
@@ -125,7 +140,7 @@ class AlbumBook:
 
     def to_restore(self, name: str, restorer: str) -> list[Face] | None:
         """The file's faces when it needs restoring; None when it is copied through unchanged."""
-        if self.status.get(name) == "failed" or restorer == "none":
+        if self.status.get(name) in ("failed", "refused") or restorer == "none":
             return None
         if not any(not f.skipped for f in self.by_file.get(name, [])):
             return None
@@ -138,7 +153,8 @@ class AlbumBook:
         st = self.status
         self.result.counts.update(
             files=len(self.names), files_restored=sum(v == "restored" for v in st.values()),
-            files_failed=sum(v == "failed" for v in st.values()), **count_faces(self.faces, identities))
+            files_failed=sum(v in ("failed", "refused") for v in st.values()),
+            **count_faces(self.faces, identities))
         if self.names and self.result.counts["files_failed"] == len(self.names):
             self.result.status = "failed"  # nothing of the item could be read
         files = [{"file": n, "status": st.get(n, "unchanged"), "faces": len(self.by_file.get(n, []))}
@@ -146,14 +162,16 @@ class AlbumBook:
         return files, {"root": str(self.root), "files": len(self.names)}
 
 
-def start_album(src: Path, out_dir: str, cfg: Config, engine, result: ItemResult):
+def start_album(src: Path, out_dir: str, cfg: Config, engine, result: ItemResult,
+                refused: dict[str, str] | None = None):
     """Analyse every photo and plan the album: its identities, faces and its restore pass
-    (``() -> (media, files, samples)``), run later, after any linking."""
-    root, names = album_files(src)
-    book = AlbumBook(root, names, result)
+    (``() -> (media, files, samples)``), run later, after any linking. ``refused``: files left
+    out when it was staged, ``{name: why}``."""
+    root, names, refused = album_files(src, refused)
+    book = AlbumBook(root, names, result, refused)
     t = time.monotonic()
-    progress = Progress(f"analyse {src.name}", len(names), unit="images", enabled=cfg.progress)
-    for name in names:
+    progress = Progress(f"analyse {src.name}", len(book.usable), unit="images", enabled=cfg.progress)
+    for name in book.usable:
         progress.update(1)
         if not is_image_name(name):
             book.add(name, None)
@@ -172,7 +190,7 @@ def start_album(src: Path, out_dir: str, cfg: Config, engine, result: ItemResult
 
 
 def _restore_album(src: Path, out_dir: str, cfg: Config, engine, book: AlbumBook, identities: list[Identity]):
-    root, names, result = book.root, book.names, book.result
+    root, names, result = book.root, book.usable, book.result
     out_root = storage.local_path(storage.join(out_dir, "restored"))
     refs = assign_references(book.faces, identities, cfg)  # linking may have changed them
     t = time.monotonic()

@@ -58,28 +58,28 @@ def _version(entries: Iterable[tuple[str, int, str]]) -> str:
 
 
 def list_prefix(root: str) -> list[ArchiveItem]:
-    """Items of a local folder or an ``s3://`` prefix, in key order."""
-    files = []
-    for uri, size, tag in storage.list(root):
-        rel = storage.relative_to(root, uri)
-        if not _hidden(rel):
-            files.append((rel, int(size), str(tag)))
+    """Items of a local folder or an ``s3://`` prefix, in key order. A file whose name could
+    not be an output key (``a//b.jpg``, a backslash) is still listed: in an album it is refused
+    by name when the album runs; on its own it is an item like any other (outputs are named by
+    item id, never by the input's key)."""
+    listing = {uri: (int(size), str(tag)) for uri, size, tag in storage.list(root)}
+    names, refused = storage.split_names(root, listing)
+    uri_of = {**names, **{raw: f"{root.rstrip('/')}/{raw}" for raw in refused}}
+    files = [(rel, *listing[uri]) for rel, uri in uri_of.items() if not _hidden(rel)]
     albums: dict[str, list[tuple[str, int, str]]] = {}
     for rel, size, tag in files:
-        parts = PurePosixPath(rel).parts
-        if len(parts) > 1:
-            albums.setdefault(parts[0], []).append(("/".join(parts[1:]), size, tag))
+        top, _, rest = rel.partition("/")
+        if rest and top not in ("", ".", ".."):
+            albums.setdefault(top, []).append((rest, size, tag))
     album_dirs = {d for d, members in albums.items() if any(is_image_name(m[0]) for m in members)}
     items = []
     for rel, size, tag in files:
-        top = PurePosixPath(rel).parts[0]
-        if len(PurePosixPath(rel).parts) > 1 and top in album_dirs:
+        if rel.partition("/")[0] in album_dirs and "/" in rel:
             continue
         if _is_video(rel):
-            items.append(ArchiveItem(storage.join(root, rel), "video", f"{size}-{tag}"))
+            items.append(ArchiveItem(uri_of[rel], "video", f"{size}-{tag}"))
         elif is_image_name(rel) and "/" not in rel:
-            items.append(ArchiveItem(storage.join(root, rel), "album", f"{size}-{tag}",
-                                     members=((rel, size, tag),)))
+            items.append(ArchiveItem(uri_of[rel], "album", f"{size}-{tag}", members=((rel, size, tag),)))
     for d in sorted(album_dirs):
         members = tuple(sorted(albums[d]))
         items.append(ArchiveItem(storage.join(root, d), "album", _version(members), members=members))
@@ -108,9 +108,11 @@ def read_manifest(text: str) -> list[ArchiveItem]:
             raise ConfigError(f"manifest line {n}: type must be one of {KINDS}, overrides a mapping")
         uri = uri.rstrip("/") if kind == "album" else uri
         if kind == "album" and not is_image_name(uri):
-            members = tuple(sorted(
-                (storage.relative_to(uri, u), int(s), str(t)) for u, s, t in storage.list(uri)
-                if not _hidden(storage.relative_to(uri, u))))
+            listing = {u: (int(s), str(t)) for u, s, t in storage.list(uri)}
+            names, refused = storage.split_names(uri, listing)
+            members = tuple(sorted((rel, *listing[u]) for rel, u in
+                                   {**names, **{raw: f"{uri}/{raw}" for raw in refused}}.items()
+                                   if not _hidden(rel)))
             version = _version(members)
         else:
             try:

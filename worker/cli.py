@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         from worker.demo import run_demo
 
         return run_demo(args.output, cfg, frames=args.frames)
+    from worker import storage
     from worker.errors import WorkerError
     from worker.signals import exit_status, sigterm_unwinds
 
@@ -190,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"refstar: output {args.output} is a file, not a folder", file=sys.stderr)
         return 2
     try:
+        storage.check_root(args.output)
         with sigterm_unwinds():
             return run_restore(args.inputs, args.output, cfg, force=args.force)
     except (WorkerError, ValueError) as e:  # a model, backend or library that cannot be loaded at all

@@ -13,7 +13,7 @@ import shutil
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -47,6 +47,17 @@ class Started:
         self.result.errors.append(item_error(e, self.uri))
         self.finish = None
 
+    def name_inputs(self) -> None:
+        """Errors name an S3 item's files by their ``s3://`` URIs, not by the local copies the
+        worker read (which are gone when the item ends)."""
+        if self.work is None or not storage.is_s3(self.uri):
+            return
+        from worker.staging import staged_path
+
+        local, uri = str(staged_path(self.uri, self.work / "in")), self.uri.rstrip("/")
+        self.result.errors = [replace(e, file=e.file.replace(local, uri), reason=e.reason.replace(local, uri))
+                              for e in self.result.errors]
+
 
 def item_error(e: BaseException, uri: str) -> ItemError:
     """The error record of a failure that stopped an item: a bad file named with its reason, a
@@ -74,6 +85,7 @@ def finish_item(st: Started) -> ItemResult:
             except Exception as e:  # one bad item never sinks a batch; keep the evidence
                 st.fail(e)
         result.timings["total"] = time.monotonic() - st.t0
+        st.name_inputs()
         if result.status == "ok" and result.errors:
             result.status = "partial"
         identities, faces = (st.identities, st.faces) if result.status != "failed" else ([], [])

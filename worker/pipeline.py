@@ -128,7 +128,7 @@ def start_item(src: str | Path, out_root: str, cfg: Config, *, engine: Engine | 
     try:
         engine = engine or Engine(cfg)
         st.cfg = engine.cfg
-        local = stage_input(src, work / "in", st.cfg)
+        local, refused = stage_input(src, work / "in", st.cfg)
         if result.kind == "video":
             from worker.video_item import start_video
 
@@ -136,7 +136,8 @@ def start_item(src: str | Path, out_root: str, cfg: Config, *, engine: Engine | 
         else:
             from worker.album_item import start_album
 
-            st.identities, st.faces, st.finish = start_album(local, staged, st.cfg, engine, result)
+            st.identities, st.faces, st.finish = start_album(local, staged, st.cfg, engine, result,
+                                                                 refused)
     except Exception as e:  # one bad item never sinks a batch; keep the evidence
         st.fail(e)
     except BaseException:  # Ctrl-C / SIGTERM: leave nothing behind

@@ -59,22 +59,28 @@ def item_id(uri: str, cfg: Config) -> str:
     return f"{stem}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
-def stage_input(uri: str, workdir: Path, cfg: Config) -> Path:
-    """A local path for ``uri``: itself when local; otherwise a download of the object or of
-    every object under the prefix (keys checked so none can escape ``workdir``)."""
+def staged_path(uri: str, workdir: Path) -> Path:
+    """Where :func:`stage_input` puts an S3 item's local copy."""
+    return workdir / _name(uri)
+
+
+def stage_input(uri: str, workdir: Path, cfg: Config) -> tuple[Path, dict[str, str]]:
+    """A local path for ``uri`` (itself when local; otherwise a download of the object or of
+    every object under the prefix) and the files of a prefix refused by name, not downloaded:
+    ``{raw name: why}`` for keys that could not be output keys (``a//b.jpg``, ``../x.jpg``)."""
     if not storage.is_s3(uri):
-        return Path(uri)
+        return Path(uri), {}
     if not is_folder(uri):
         size, _ = storage.stat(uri)
         if size > cfg.limits.max_video_bytes:
             raise MediaError(uri, f"file too large ({size} bytes > limits.max_video_bytes)")
-        return storage.download(uri, workdir / _name(uri))
-    root = workdir / _name(uri)
+        return storage.download(uri, staged_path(uri, workdir)), {}
+    root = staged_path(uri, workdir)
     root.mkdir(parents=True, exist_ok=True)
-    for obj, _, _ in storage.list(uri):
-        rel = storage.relative_to(uri, obj)
+    names, refused = storage.split_names(uri, (u for u, _, _ in storage.list(uri)))
+    for rel, obj in names.items():
         storage.download(obj, root / rel)
-    return root
+    return root, refused
 
 
 def upload_tree(local_dir: Path, final_uri: str) -> None:

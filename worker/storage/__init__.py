@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
@@ -31,9 +31,9 @@ from .s3 import MiB, S3Settings, configure, reset_client
 
 __all__ = [
     "DONE_MARKER", "MiB", "ObjectNotFound", "S3Settings", "StorageAccessDenied", "StorageError",
-    "configure", "delete", "download", "event_uri", "exists", "is_s3", "join", "list",
+    "check_root", "configure", "delete", "download", "event_uri", "exists", "is_s3", "join", "list",
     "local_path", "makedirs", "open_read", "parse_s3", "put_done_marker", "read_bytes",
-    "relative_to", "remove_tree_marker", "reset_client", "safe_key", "stat", "upload_file",
+    "relative_to", "remove_tree_marker", "reset_client", "safe_key", "split_names", "stat", "upload_file",
     "write_atomic",
 ]
 
@@ -49,12 +49,28 @@ def parse_s3(uri: str) -> tuple[str, str]:
     return _s3.parse(uri)
 
 
+def check_root(uri: str) -> str:
+    """``uri`` as a folder the worker may write under; an ``s3://`` one must name its folder
+    plainly (``s3://b/out/../../x`` would be written literally, as a key with ``..`` in it)."""
+    if is_s3(uri):
+        _, key = parse_s3(uri)
+        if key.rstrip("/"):
+            try:
+                safe_key(key.rstrip("/"))
+            except StorageError as e:
+                raise StorageError(f"refusing output {uri}: {e}") from None
+    return uri
+
+
 def join(root: str, *parts: str) -> str:
     """``root`` + relative POSIX ``parts``, refusing any part that would escape ``root``
-    (``..``, absolute, backslashes, empty segments). ``root`` itself is trusted config."""
+    (``..``, absolute, backslashes, empty segments), and an ``s3://`` root that is not plain
+    (:func:`check_root`)."""
     if not parts:
         return root
     rel = safe_key("/".join(parts))
+    if is_s3(root):
+        check_root(root)
     if "://" in root:
         return f"{root.rstrip('/')}/{rel}" if not root.endswith("://") else f"{root}{rel}"
     return str(Path(root) / PurePosixPath(rel))
@@ -91,6 +107,22 @@ def relative_to(prefix_uri: str, uri: str) -> str:
         return safe_key(path.relative_to(root).as_posix())
     except ValueError:
         raise StorageError(f"refusing {uri}: it is not under {prefix_uri}") from None
+
+
+def split_names(prefix_uri: str, uris: Iterable[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """The objects listed under folder ``prefix_uri`` by relative name: ``({name: uri}, {raw
+    name: why refused})``. A name is refused when it could not be an output key (``a//b.jpg``,
+    ``../x.jpg``, a backslash): the item reports that file by name instead of failing whole."""
+    ok, refused = {}, {}
+    folder = prefix_uri.rstrip("/") + "/"
+    for uri in uris:
+        try:
+            ok[relative_to(prefix_uri, uri)] = uri
+        except StorageError as e:
+            if not uri.startswith(folder):
+                raise
+            refused[uri[len(folder):]] = str(e)
+    return ok, refused
 
 
 def exists(uri: str) -> bool:

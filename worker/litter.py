@@ -1,0 +1,78 @@
+"""Work folders and partial files named by their owner, so that the next run cleans up after a
+killed one.
+
+A process killed with ``kill -9`` (or by the OOM killer, or a crashed actor) runs no cleanup:
+its work folder in the temp directory (an S3 item's whole downloaded input) and its
+half-written ``.restored.partial-*`` file beside the outputs would stay for good. Their names
+carry this host's name and the owner's PID; whoever runs next on this host removes those whose
+process no longer runs. The host name keeps containers that share a temp folder (or an output
+folder) but not a PID namespace from judging each other's processes.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import socket
+import tempfile
+import uuid
+from pathlib import Path
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def owner() -> str:
+    """``<host>-<pid>``: this process, as the names of what it leaves behind spell it."""
+    return f"{re.sub(r'[^A-Za-z0-9.]', '_', socket.gethostname())}-{os.getpid()}"
+
+
+def _owned_by_the_dead(name: str, mark: str) -> bool:
+    host = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())
+    m = re.search(rf"{re.escape(mark)}{re.escape(host)}-(\d+)-", name)
+    return bool(m) and not alive(int(m.group(1)))
+
+
+def work_dir(prefix: str) -> Path:
+    """A fresh folder in the temp directory, ``<prefix><host>-<pid>-<random>``, after removing
+    this host's folders of that prefix whose process died."""
+    sweep_work_dirs(prefix)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{owner()}-"))
+
+
+def sweep_work_dirs(prefix: str) -> int:
+    """Remove this host's ``prefix`` folders in the temp directory whose process no longer runs;
+    returns how many. A reused PID keeps its folder until that process ends too."""
+    gone = 0
+    for p in Path(tempfile.gettempdir()).glob(f"{glob.escape(prefix)}*"):
+        if p.is_dir() and _owned_by_the_dead(p.name, prefix):
+            shutil.rmtree(p, ignore_errors=True)
+            gone += 1
+    return gone
+
+
+def partial_name(dst: Path) -> Path:
+    """The temporary name ``dst`` is written under before its rename: hidden, beside it, owned."""
+    return dst.with_name(f".{dst.stem}.partial-{owner()}-{uuid.uuid4().hex[:8]}{dst.suffix}")
+
+
+def sweep_partials(folder: Path) -> int:
+    """Remove the partial files under ``folder`` (recursively) left by dead processes of this
+    host; returns how many."""
+    if not folder.is_dir():
+        return 0
+    gone = 0
+    for p in folder.rglob(".*.partial-*"):
+        if p.is_file() and _owned_by_the_dead(p.name, ".partial-"):
+            p.unlink(missing_ok=True)
+            gone += 1
+    return gone
