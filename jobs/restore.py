@@ -19,13 +19,12 @@ import logging
 import re
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from worker import archive, storage
 from worker.config import ConfigError, load_config
+from worker.litter import work_dir
 from worker.records import ItemResult
 
 
@@ -46,7 +45,7 @@ def run_job(items: list[archive.ArchiveItem], out_root: str, config_file: str | 
     t0 = time.monotonic()
     base = load_config(config_file, sets)
     link = base.identity.link_archive
-    tmp_root = Path(tempfile.mkdtemp(prefix="refstar-job-"))
+    tmp_root = work_dir("refstar-job-")
     work = work or str(tmp_root / "segments")
     storage.makedirs(work)
     own_pools = pools is None

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -55,11 +56,9 @@ def test_an_output_that_is_a_file_is_one_clear_line(photo, tmp_path, capsys):
     assert err == f"refstar: output {out} is a file, not a folder\n"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("sig, status, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
-def test_a_stopped_restore_exits_cleanly_and_leaves_nothing_partial(tmp_path, sig, status, word):
-    """Ctrl-C (or SIGTERM) mid-video: one line, exit 130 (143), no traceback, no partial file in
-    the output and no work folder in the temp directory."""
+def _restore_until_it_writes(tmp_path: Path) -> tuple[subprocess.Popen, Path, Path, list[str]]:
+    """``refstar restore`` of a 48-frame clip in a child process (its temp folder ``tmp``), stopped
+    reading at the moment its restore pass begins writing the video."""
     clip, tmp = tmp_path / "clip.mp4", tmp_path / "tmp"
     tmp.mkdir()
     write_video(FaceScene(persons=("t1_2",), size=(320, 256), face_px=110), clip, 48)
@@ -68,14 +67,40 @@ def test_a_stopped_restore_exits_cleanly_and_leaves_nothing_partial(tmp_path, si
                              "--set", "restore.crop_size=256"], env=env, stderr=subprocess.PIPE, text=True,
                             cwd=Path(__file__).resolve().parents[1])
     lines = []
-    for line in proc.stderr:  # progress lines: stop it once the restore pass runs
+    for line in proc.stderr:  # progress lines: stop once the restore pass runs
         lines.append(line)
         if line.startswith("restore clip.mp4"):
-            proc.send_signal(sig)
             break
+    return proc, clip, tmp, lines
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, status, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_a_stopped_restore_exits_cleanly_and_leaves_nothing_partial(tmp_path, sig, status, word):
+    """Ctrl-C (or SIGTERM) mid-video: one line, exit 130 (143), no traceback, no partial file in
+    the output and no work folder in the temp directory."""
+    proc, _, tmp, lines = _restore_until_it_writes(tmp_path)
+    proc.send_signal(sig)
     rest = proc.stderr.read()
     assert proc.wait(60) == status, "".join(lines) + rest
     assert rest.strip().splitlines()[-1].startswith(f"refstar: {word}; partial files were removed")
     assert "Traceback" not in rest
     left = [p for p in (tmp_path / "out").rglob("*") if p.name.startswith(".") or p.name == "_DONE"]
     assert not left and not list(tmp.iterdir()), (left, list(tmp.iterdir()))
+
+
+@pytest.mark.slow
+def test_the_next_run_sweeps_what_a_killed_one_left(tmp_path, monkeypatch):
+    """kill -9 mid-video leaves a partial video beside the outputs and a work folder in the temp
+    directory; the next run of that item removes both, and its own outputs are complete."""
+    proc, clip, tmp, _ = _restore_until_it_writes(tmp_path)
+    proc.kill()
+    proc.wait(60)
+    partial = [p for p in (tmp_path / "out").rglob(".*") if ".partial-" in p.name]
+    assert partial and [p for p in tmp.iterdir() if p.name.startswith("refstar-item-")]  # the litter
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    assert main(["restore", str(clip), "-o", str(tmp_path / "out"), "--set", "restore.crop_size=256"]) == 0
+    assert not [p for p in (tmp_path / "out").rglob(".*")]
+    assert not list(tmp.iterdir())
+    (item,) = (tmp_path / "out").iterdir()
+    assert (item / "_DONE").is_file()

@@ -8,7 +8,6 @@ incomplete and is redone by the next run.
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -19,6 +18,7 @@ from worker import storage
 from worker.config import Config, with_backend_defaults
 from worker.errors import ModelError
 from worker.lifecycle import Started, finish_item
+from worker.litter import sweep_partials, work_dir
 from worker.models import local_checkpoint
 from worker.records import Face, Identity, ItemError, ItemResult
 from worker.staging import item_id, item_kind, stage_input
@@ -122,7 +122,9 @@ def start_item(src: str | Path, out_root: str, cfg: Config, *, engine: Engine | 
         result.status = "skipped"
         return result
     storage.remove_tree_marker(final_dir)
-    work = Path(tempfile.mkdtemp(prefix="refstar-"))
+    if not storage.is_s3(final_dir):
+        sweep_partials(Path(final_dir))  # what a killed run left half-written
+    work = work_dir("refstar-item-")
     staged = str(work / "out" / iid) if storage.is_s3(final_dir) else final_dir
     st = Started(src, cfg, result, staged, final_dir, work=work)
     try:

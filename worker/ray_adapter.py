@@ -22,7 +22,6 @@ import dataclasses
 import functools
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +32,7 @@ from worker import storage
 from worker.config import Config
 from worker.errors import MediaError
 from worker.input_cache import InputCache
+from worker.litter import work_dir
 from worker.records import Face
 from worker.segments import (
     Segment,
@@ -209,7 +209,7 @@ class RestoreWorker(_Actor):
                         faces: list[Face], refs: dict, dst_uri: str, want: set,
                         adapted: tuple | None = None) -> SegmentRestored:
         t = time.monotonic()
-        tmp = Path(tempfile.mkdtemp(prefix="refstar-seg-"))
+        tmp = Path(work_dir("refstar-seg-"))
         try:
             local = tmp / Path(dst_uri).name
             out = restore_segment(self.cache.path(src, uri), info, seg, faces, refs,
@@ -238,7 +238,7 @@ class RestoreWorker(_Actor):
             if k in want:
                 samples.append((k, *thumbnails(before, after)))
 
-        tmp = Path(tempfile.mkdtemp(prefix="refstar-img-"))
+        tmp = Path(work_dir("refstar-img-"))
         try:
             local = tmp / Path(dst_uri).name
             restore_image(Path(self.cache.path(src, uri)), local, faces, refs,
@@ -277,7 +277,7 @@ def backend_thresholds(cfg: Config) -> tuple[float, float, int]:
 def _join(src: str, uri: str, info, parts: list[str], dst_uri: str) -> int:
     from worker.segments import join_segments
 
-    tmp = Path(tempfile.mkdtemp(prefix="refstar-join-"))
+    tmp = Path(work_dir("refstar-join-"))
     cache = InputCache(keep=len(parts) + 1, prefix="refstar-join-in-")
     try:
         local_parts = [cache.path(p, p) if not storage.is_s3(p)

@@ -16,7 +16,6 @@ Mode handling on read (all give BGR uint8):
 from __future__ import annotations
 
 import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from worker.config import LimitsConfig, OutputConfig
 from worker.errors import MediaError
+from worker.litter import partial_name
 
 IMAGE_EXTS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"})
 
@@ -180,7 +180,7 @@ def write_image(path: str | os.PathLike, image_upright: np.ndarray, meta: ImageM
     if meta.orientation != 1:
         im = im.transpose(_STORED[meta.orientation])
     dst = Path(path)
-    tmp = dst.with_name(f".{dst.stem}.partial-{uuid.uuid4().hex[:8]}{dst.suffix}")
+    tmp = partial_name(dst)
     try:
         im.save(tmp, format=meta.format, **_save_options(meta, cfg))
         os.replace(tmp, dst)

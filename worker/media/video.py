@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -28,6 +27,7 @@ import numpy as np
 
 from worker.config import LimitsConfig, OutputConfig
 from worker.errors import MediaError
+from worker.litter import partial_name
 from worker.records import Frame
 
 # decoder name -> encoders of the same family, best first ("auto" codec choice)
@@ -269,7 +269,7 @@ class VideoRewriter:
         self.frames_written = 0
         dst = Path(self.dst_path)
         # hidden name keeps album listings clean; same folder so the final rename is atomic
-        self._tmp = str(dst.with_name(f".{dst.stem}.partial-{uuid.uuid4().hex[:8]}{dst.suffix}"))
+        self._tmp = str(partial_name(dst))
         self._out: av.container.OutputContainer | None = None
         self._audio_in: av.container.InputContainer | None = None
         self._audio_packets: Iterator[av.Packet] | None = None

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from worker.litter import owner
+
 from .keys import ObjectNotFound, StorageAccessDenied, StorageError
 
 _TMP_SUFFIX = ".part"
@@ -51,7 +53,7 @@ def _temp_beside(path: Path) -> tuple[int, str]:
     """A fresh temporary beside ``path``, with the mode a plain ``open`` would give (mkstemp
     makes it 0600: a team sharing the output folder could not read what it publishes)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.partial-{owner()}-", suffix=_TMP_SUFFIX, dir=path.parent)
     os.fchmod(fd, 0o666 & ~_umask())
     return fd, tmp
 
