@@ -23,7 +23,7 @@ def plan_video(pools, cfg: Config, iid: str, src: Path, uri: str, out_dir: str, 
                result: ItemResult, on_restore: Callable[[], None] | None = None):
     """A video as ``worker.video_item.restore_video`` does it, in keyframe-aligned segments:
     analysed and planned now; returns its identities, faces and the restore pass to run later."""
-    from worker.media.video import probe_video
+    from worker.media.video import check_encodable, probe_video
     from worker.plan import plan_video_item
     from worker.progress import Progress
     from worker.ray_pools import fan_out
@@ -32,6 +32,7 @@ def plan_video(pools, cfg: Config, iid: str, src: Path, uri: str, out_dir: str, 
     timings, per = result.timings, pools.opts.in_flight_per_actor
     t = time.monotonic()
     info = probe_video(src, cfg.limits)
+    check_encodable(src, info, cfg.output)  # before the analysis is paid for
     segs = plan_segments(packet_index(src), pools.opts.segment_frames)
     progress = Progress(f"{iid} analyse", len(segs), unit="segments", enabled=cfg.progress, interval=0)
     parts = fan_out(pools.analysis, "analyse_segment", [(cfg, str(src), uri, info, s) for s in segs],

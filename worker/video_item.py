@@ -11,7 +11,7 @@ from worker import storage
 from worker.analyse import Analysis, analyse_video
 from worker.config import Config
 from worker.errors import MediaError
-from worker.media.video import VideoRewriter, iter_frames, probe_video
+from worker.media.video import VideoRewriter, check_encodable, iter_frames, probe_video
 from worker.plan import assign_references, plan_video_item
 from worker.progress import Progress
 from worker.records import ItemResult
@@ -35,6 +35,7 @@ def start_video(path: str, out_dir: str, cfg: Config, engine, result: ItemResult
     ``() -> (media, [], samples)``), run later, after any linking."""
     t = time.monotonic()
     info = probe_video(path, cfg.limits)
+    check_encodable(path, info, cfg.output)  # before the analysis is paid for
     analysis = analyse_video(path, info, engine.analyzer, cfg)
     result.timings["analyse"] = time.monotonic() - t
     identities, _, by_frame = plan_video_item(analysis, cfg, result)

@@ -25,6 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from worker.config import LimitsConfig, OutputConfig
 from worker.errors import MediaError
 from worker.litter import partial_name
+from worker.media import deep
 
 IMAGE_EXTS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"})
 
@@ -56,6 +57,9 @@ class ImageMeta:
     has_alpha: bool
     bit_depth: int  # bits per channel of the original: 1, 8, 16 or 32
     alpha: np.ndarray | None = field(default=None, repr=False, compare=False)  # (H, W) uint8, upright
+    # 16-bit originals: their samples as stored (grey (H, W) or BGR(A) (H, W, 3|4) uint16), so that
+    # writing keeps every bit outside the faces (``worker.media.deep``)
+    deep: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 def _open(path: str, limits: LimitsConfig) -> Image.Image:
@@ -84,8 +88,7 @@ def _to_rgb_uint8(im: Image.Image, path: str) -> tuple[np.ndarray, np.ndarray | 
     """(H, W, 3) RGB uint8 and an optional (H, W) alpha plane."""
     mode = im.mode
     if mode in _SIXTEEN_BIT:
-        arr = np.asarray(im).astype(np.uint32)
-        gray = ((np.clip(arr, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8)
+        gray = deep.to8(np.clip(np.asarray(im), 0, 65535))
         return np.repeat(gray[:, :, None], 3, axis=2), None
     if mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")
@@ -102,6 +105,7 @@ def read_image(path: str | os.PathLike, limits: LimitsConfig) -> tuple[np.ndarra
     """Decode ``path`` to an upright (H, W, 3) BGR uint8 C-contiguous array and its metadata."""
     path = str(path)
     with _open(path, limits) as im:
+        deep_rgb = deep.is_deep_rgb(im)
         try:
             im.load()  # force the whole decode now: truncation shows up here, not later
         except Image.DecompressionBombError as e:
@@ -122,12 +126,17 @@ def read_image(path: str | os.PathLike, limits: LimitsConfig) -> tuple[np.ndarra
             bit_depth={"1": 1, "I": 32, "F": 32}.get(im.mode, 16 if im.mode.startswith("I;16") else 8),
         )
         rgb, alpha = _to_rgb_uint8(im, path)
+        samples = np.asarray(im) if im.mode in _SIXTEEN_BIT and im.mode != "I" else None
+    if deep_rgb and (samples := deep.read_rgb(path)) is not None:
+        rgb = deep.to8(samples[..., 2::-1])
+        alpha = deep.to8(samples[..., 3]) if samples.shape[2] == 4 else alpha
+        meta_kw["bit_depth"] = 16
     bgr = rgb[:, :, ::-1]
     if orientation != 1:
         bgr = np.asarray(Image.fromarray(np.ascontiguousarray(bgr)).transpose(_UPRIGHT[orientation]))
         if alpha is not None:
             alpha = np.asarray(Image.fromarray(alpha).transpose(_UPRIGHT[orientation]))
-    return np.ascontiguousarray(bgr), ImageMeta(**meta_kw, alpha=alpha)
+    return np.ascontiguousarray(bgr), ImageMeta(**meta_kw, alpha=alpha, deep=samples)
 
 
 def _to_pil(image: np.ndarray, meta: ImageMeta, alpha: np.ndarray | None) -> Image.Image:
@@ -176,17 +185,37 @@ def write_image(path: str | os.PathLike, image_upright: np.ndarray, meta: ImageM
     path = str(path)
     if image_upright.ndim != 3 or image_upright.shape[2] != 3 or image_upright.dtype != np.uint8:
         raise ValueError(f"expected (H, W, 3) uint8, got {image_upright.shape} {image_upright.dtype}")
-    im = _to_pil(image_upright, meta, alpha if alpha is not None else meta.alpha)
-    if meta.orientation != 1:
-        im = im.transpose(_STORED[meta.orientation])
+    if meta.deep is not None:
+        im = _deep_stored(image_upright, meta)
+    else:
+        im = _to_pil(image_upright, meta, alpha if alpha is not None else meta.alpha)
+        if meta.orientation != 1:
+            im = im.transpose(_STORED[meta.orientation])
     dst = Path(path)
     tmp = partial_name(dst)
     try:
-        im.save(tmp, format=meta.format, **_save_options(meta, cfg))
+        if isinstance(im, bytes):
+            tmp.write_bytes(im)
+        else:
+            im.save(tmp, format=meta.format, **_save_options(meta, cfg))
         os.replace(tmp, dst)
     except (OSError, ValueError, KeyError) as e:
         tmp.unlink(missing_ok=True)
         raise MediaError(path, f"cannot write image ({e})") from e
+
+
+def _deep_stored(image_upright: np.ndarray, meta: ImageMeta) -> Image.Image | bytes:
+    """A 16-bit original with the restored 8-bit pixels merged in, in stored orientation: a
+    Pillow ``I;16`` image for grey, the encoded file for RGB(A)."""
+    rgb = Image.fromarray(np.ascontiguousarray(image_upright[:, :, ::-1]))
+    if meta.deep.ndim == 2:
+        rgb = rgb.convert("L")  # Pillow's luma weights sum to 1: untouched grey stays as it was
+    if meta.orientation != 1:
+        rgb = rgb.transpose(_STORED[meta.orientation])
+    new8 = np.asarray(rgb)
+    if meta.deep.ndim == 2:
+        return Image.fromarray(deep.merge(meta.deep, new8))
+    return deep.encode_rgb(deep.merge(meta.deep, new8[:, :, ::-1]), meta.format)
 
 
 def list_album(folder: str | os.PathLike) -> list[str]:

@@ -16,6 +16,7 @@ Conventions:
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,7 +41,12 @@ SAME_FAMILY_ENCODERS: dict[str, tuple[str, ...]] = {
     "av1": ("libsvtav1", "libaom-av1"),
     "prores": ("prores_ks",),
     "mjpeg": ("mjpeg",),
+    "mpeg2video": ("mpeg2video",),
+    "mpeg1video": ("mpeg1video",),
 }
+# chroma subsampling (x, y) of pixel formats that need sizes divisible by it
+_SUBSAMPLING = {"yuv420": (2, 2), "yuva420": (2, 2), "nv12": (2, 2), "nv21": (2, 2), "yuv422": (2, 1),
+                "yuv411": (4, 1), "yuv410": (4, 4)}
 DEFAULT_ENCODER = "libx264"
 # swscale only knows these YUV matrices; others are mapped to their equivalent
 _SWS_COLORSPACES = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}
@@ -69,7 +75,7 @@ class VideoInfo:
     avg_fps: float  # frames per second (average; the stream may be variable rate)
     frames: int  # frame count from the header, 0 when unknown
     duration_s: float  # seconds, 0.0 when unknown
-    codec: str  # decoder name, e.g. "h264"
+    codec: str  # codec (family) name, e.g. "h264", "av1" (whichever decoder reads it)
     pix_fmt: str  # e.g. "yuv420p"
     color: dict[str, int] = field(default_factory=dict)  # color_range/colorspace/primaries/trc
     has_audio: bool = False
@@ -148,7 +154,7 @@ def probe_video(path: str | os.PathLike, limits: LimitsConfig) -> VideoInfo:
             avg_fps=fps,
             frames=frames,
             duration_s=duration,
-            codec=ctx.name,
+            codec=ctx.codec.canonical_name or ctx.name,  # av1, not libdav1d
             pix_fmt=ctx.pix_fmt or first.format.name,
             color=color,
             has_audio=audio is not None,
@@ -229,9 +235,38 @@ def pick_encoder(info: VideoInfo, cfg: OutputConfig, format_codecs: set[str] | N
             codec = av.Codec(name, "w")
         except (av.FFmpegError, ValueError):
             continue
-        if format_codecs is None or codec.name in format_codecs or name in format_codecs:
+        # the source's own family needs no listing: its container (the output's) already holds it
+        # (PyAV lists only a muxer's default codecs for some, e.g. mpeg1video alone for .mpg)
+        own = name in SAME_FAMILY_ENCODERS.get(info.codec, ())
+        if format_codecs is None or own or codec.name in format_codecs or name in format_codecs:
             return name
     raise MediaError(info.path, f"no usable encoder among {', '.join(candidates)} for this container")
+
+
+def check_encodable(src: str | os.PathLike, info: VideoInfo, cfg: OutputConfig) -> None:
+    """Open the encoder and container the restored video will use, on a throwaway file, so that
+    a video that cannot be written back fails (MediaError naming ``src``) before its analysis is
+    paid for."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="refstar-check-") as tmp:
+        writer = VideoRewriter(src, Path(tmp) / f"check{Path(src).suffix.lower()}", info, cfg)
+        writer.open()
+        try:
+            writer._video.codec_context.open()  # what the first frame would do
+        except (av.FFmpegError, ValueError) as e:
+            raise MediaError(str(src), f"cannot open the {writer.encoder} encoder for its restored "
+                                       f"video ({e})") from e
+        finally:
+            writer.abort()
+
+
+def _codec_time_base(encoder: str, info: VideoInfo) -> Fraction:
+    """The encoder's time base: the source's (exact pts), except for MPEG-1/2, whose bitstream
+    codes time in frames of one of a few standard rates."""
+    if encoder in ("mpeg1video", "mpeg2video") and info.avg_fps:
+        return 1 / Fraction(info.avg_fps).limit_denominator(1001)
+    return info.time_base
 
 
 def _encoder_options(ctx: av.video.codeccontext.VideoCodecContext, name: str, crf: int) -> None:
@@ -298,7 +333,7 @@ class VideoRewriter:
             ctx.pix_fmt = self._pix_fmt()
             # PyAV defaults encoders to SLICE threads, which makes x264 use its slower sliced mode
             ctx.thread_type = "AUTO"
-            ctx.time_base = info.time_base
+            ctx.time_base = self._codec_tb = _codec_time_base(self.encoder, info)
             vs.time_base = info.time_base
             if info.avg_fps:  # only a rate-control hint: pts decide the timing
                 ctx.framerate = Fraction(info.avg_fps).limit_denominator(1001)
@@ -315,18 +350,28 @@ class VideoRewriter:
             raise
         except (av.FFmpegError, OSError, ValueError) as e:
             self.abort()
-            raise MediaError(self.dst_path, f"cannot open the video encoder ({e})") from e
+            raise MediaError(self.src_path, f"cannot open the {getattr(self, 'encoder', 'video')} encoder "
+                                            f"for its restored video ({e})") from e
 
     def _pix_fmt(self) -> str:
+        """The source's pixel format when the encoder has it, else 4:2:0; an odd size that the
+        subsampled format cannot hold gets an unsubsampled one (H.264 High 4:4:4 for x264)."""
         fmt = self.info.pix_fmt.replace("yuvj", "yuv")  # full range is a tag, not a format
         supported = {f.name for f in av.Codec(self.encoder, "w").video_formats or ()}
-        return fmt if fmt in supported else "yuv420p"
+        w, h = self.info.stored_width, self.info.stored_height
+        for cand in (fmt, "yuv420p", "yuv444p", "gbrp"):
+            sx, sy = next((v for k, v in _SUBSAMPLING.items() if cand.startswith(k)), (1, 1))
+            known = cand in supported if supported else cand == "yuv420p"
+            if known and w % sx == 0 and h % sy == 0:
+                return cand
+        raise MediaError(self.src_path, f"its {w}x{h} frames cannot be encoded by {self.encoder}, "
+                                        "which needs even sizes (choose another output.video_codec)")
 
     def _open_audio(self, out: av.container.OutputContainer) -> None:
         self._audio_in = src = open_input(self.src_path)
         a_in = src.streams.audio[0]
         if a_in.codec_context.name not in out.supported_codecs:
-            raise MediaError(self.dst_path, f"container {out.format.name} cannot hold the "
+            raise MediaError(self.src_path, f"container {out.format.name} cannot hold the "
                                             f"source audio ({a_in.codec_context.name}) unchanged")
         self._audio = out.add_stream_from_template(a_in)
         self._audio_packets = src.demux(a_in)
@@ -341,7 +386,7 @@ class VideoRewriter:
             self._out = None
         except av.FFmpegError as e:
             self.abort()
-            raise MediaError(self.dst_path, f"encoding failed at close ({e})") from e
+            raise MediaError(self.src_path, f"encoding its restored video failed at close ({e})") from e
         self._close_audio()
         try:
             os.replace(self._tmp, self.dst_path)
@@ -385,13 +430,16 @@ class VideoRewriter:
         else:  # the caller lost the timestamps: continue at the nominal frame rate
             pts = 0 if self._last_pts is None else self._last_pts + _frame_step(info)
         self._last_pts = pts
-        vf.pts = pts
-        vf.time_base = info.time_base
+        tb = self._codec_tb
+        # half up, not to even: frames half a frame off the grid (an .mpg starting at 0.54 s) must
+        # not land two on one tick
+        vf.pts = pts if tb == info.time_base else math.floor(pts * info.time_base / tb + Fraction(1, 2))
+        vf.time_base = tb
         try:
             for packet in self._video.encode(vf):
                 self._out.mux(packet)
         except av.FFmpegError as e:
-            raise MediaError(self.dst_path, f"encoding failed at frame {self.frames_written}: {e}") from e
+            raise MediaError(self.src_path, f"encoding its restored video failed at frame {self.frames_written}: {e}") from e
         self.frames_written += 1
         self._mux_audio_until(pts * info.time_base)
 
