@@ -48,6 +48,15 @@ def test_unknown_restorer_and_backend(photo, tmp_path, capsys):
     assert "checkpoint not found" in capsys.readouterr().err
 
 
+def test_quiet_or_not_an_item_is_done_once(photo, tmp_path, capsys):
+    """Progress lines are presentation: a run with -q finds the item a run without it finished."""
+    assert main(["restore", str(photo), "-o", str(tmp_path), "--set", "restore.crop_size=256"]) == 0
+    capsys.readouterr()
+    assert main(["restore", str(photo), "-o", str(tmp_path), "-q", "--set", "restore.crop_size=256"]) == 0
+    assert "already done" in capsys.readouterr().out
+    assert len(list(tmp_path.iterdir())) == 1
+
+
 def test_an_output_that_is_a_file_is_one_clear_line(photo, tmp_path, capsys):
     out = tmp_path / "out.txt"
     out.write_text("not a folder")

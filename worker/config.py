@@ -229,10 +229,17 @@ def dump_config(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
+# keys that change what is printed, never what is written: an item finished with them one way
+# is done for a run that sets them the other way (``-q`` must not redo a two-hour film)
+PRESENTATION_KEYS = ("progress",)
+
+
 def digest(cfg: Config) -> str:
-    """Short stable hash of the effective config (part of deterministic item ids)."""
+    """Short stable hash of the config keys that shape an item's outputs (part of deterministic
+    item ids)."""
     import hashlib
     import json
 
-    blob = json.dumps(to_dict(cfg), sort_keys=True).encode()
+    shaping = {k: v for k, v in to_dict(cfg).items() if k not in PRESENTATION_KEYS}
+    blob = json.dumps(shaping, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
