@@ -1,5 +1,5 @@
 """Sources a plain H.264 test never exercises: odd frame sizes, AV1 (read by libdav1d, whose
-decoder name is not the codec's), MPEG-2 program streams; and a video that cannot be written
+decoder name is not the codec's), MPEG-2 program streams, WMV; and a video that cannot be written
 back fails before its analysis is paid for."""
 
 from __future__ import annotations
@@ -69,6 +69,15 @@ def test_mpeg2_program_stream_stays_mpeg2(tmp_path):
     a, b = ([f.pts * i.time_base for f in iter_frames(p)] for p, i in ((src, src_info), (dst, dst_info)))
     assert len(a) == len(b) == 6
     assert all(abs(x - y) <= Fraction(1, 50) for x, y in zip(a, b, strict=True)), (a, b)
+
+
+def test_wmv_keeps_every_timestamp(tmp_path):
+    """ASF keeps one time per packet: an encoder with a delay (x264) shifted every frame by one
+    and gave the last two the same time; WMV2 has none."""
+    src = _encode(tmp_path / "clip.wmv", (320, 240), "wmv2", n=8)
+    _, dst = _restore(src, tmp_path / "out")
+    assert probe_video(dst, load_config().limits).codec == "wmv2"
+    assert [f.pts for f in iter_frames(dst)] == [f.pts for f in iter_frames(src)] == [40 * i for i in range(8)]
 
 
 def test_a_video_that_cannot_be_written_back_fails_before_analysis(tmp_path):

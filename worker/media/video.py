@@ -43,6 +43,8 @@ SAME_FAMILY_ENCODERS: dict[str, tuple[str, ...]] = {
     "mjpeg": ("mjpeg",),
     "mpeg2video": ("mpeg2video",),
     "mpeg1video": ("mpeg1video",),
+    "wmv2": ("wmv2",),
+    "wmv1": ("wmv1",),
 }
 # chroma subsampling (x, y) of pixel formats that need sizes divisible by it
 _SUBSAMPLING = {"yuv420": (2, 2), "yuva420": (2, 2), "nv12": (2, 2), "nv21": (2, 2), "yuv422": (2, 1),
@@ -221,12 +223,17 @@ def iter_frames(path: str | os.PathLike, info: VideoInfo | None = None) -> Itera
                                f"(header says {info.frames} frames)")
 
 
-def pick_encoder(info: VideoInfo, cfg: OutputConfig, format_codecs: set[str] | None = None) -> str:
+def pick_encoder(info: VideoInfo, cfg: OutputConfig, format_codecs: set[str] | None = None,
+                 container: str | None = None) -> str:
     """Encoder name for ``cfg.video_codec`` ('auto' = the source's family when we have it)."""
     if cfg.video_codec != "auto":
         candidates: tuple[str, ...] = (cfg.video_codec,)
     else:
         candidates = SAME_FAMILY_ENCODERS.get(info.codec, ()) + (DEFAULT_ENCODER, "libvpx-vp9")
+        if container == "asf":
+            # exact pts beat the codec family: ASF keeps one time per packet, so an encoder with
+            # a delay (x264, even without B-frames) shifts every frame; WMV2 has none
+            candidates = ("wmv2",) + tuple(c for c in candidates if c != "wmv2")
         if info.time_base.denominator > _MPEG4_MAX_TB_DEN:
             # exact pts beat the codec family: such a source's timestamps cannot be kept in mpeg4
             candidates = tuple(c for c in candidates if c != "mpeg4")
@@ -326,7 +333,7 @@ class VideoRewriter:
         info = self.info
         try:
             self._out = out = av.open(self._tmp, mode="w")
-            self.encoder = pick_encoder(info, self.cfg, out.supported_codecs)
+            self.encoder = pick_encoder(info, self.cfg, out.supported_codecs, out.format.name)
             vs = out.add_stream(self.encoder)
             ctx = vs.codec_context
             ctx.width, ctx.height = info.stored_width, info.stored_height
