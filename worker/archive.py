@@ -57,15 +57,23 @@ def _version(entries: Iterable[tuple[str, int, str]]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _listing(root: str) -> dict[str, tuple[str, int, str]]:
+    """The visible files under folder ``root``: {relative name: (URI, size, version)}. Names that
+    could not be output keys are kept as they are (the album refuses them by name)."""
+    listing = {uri: (int(size), str(tag)) for uri, size, tag in storage.list(root)}
+    names, refused = storage.split_names(root, listing)
+    uri_of = {**names, **{raw: f"{root.rstrip('/')}/{raw}" for raw in refused}}
+    return {rel: (uri, *listing[uri]) for rel, uri in uri_of.items() if not _hidden(rel)}
+
+
 def list_prefix(root: str) -> list[ArchiveItem]:
     """Items of a local folder or an ``s3://`` prefix, in key order. A file whose name could
     not be an output key (``a//b.jpg``, a backslash) is still listed: in an album it is refused
     by name when the album runs; on its own it is an item like any other (outputs are named by
     item id, never by the input's key)."""
-    listing = {uri: (int(size), str(tag)) for uri, size, tag in storage.list(root)}
-    names, refused = storage.split_names(root, listing)
-    uri_of = {**names, **{raw: f"{root.rstrip('/')}/{raw}" for raw in refused}}
-    files = [(rel, *listing[uri]) for rel, uri in uri_of.items() if not _hidden(rel)]
+    listed = _listing(root)
+    uri_of = {rel: uri for rel, (uri, _, _) in listed.items()}
+    files = [(rel, size, tag) for rel, (_, size, tag) in listed.items()]
     albums: dict[str, list[tuple[str, int, str]]] = {}
     for rel, size, tag in files:
         top, _, rest = rel.partition("/")
@@ -108,11 +116,7 @@ def read_manifest(text: str) -> list[ArchiveItem]:
             raise ConfigError(f"manifest line {n}: type must be one of {KINDS}, overrides a mapping")
         uri = uri.rstrip("/") if kind == "album" else uri
         if kind == "album" and not is_image_name(uri):
-            listing = {u: (int(s), str(t)) for u, s, t in storage.list(uri)}
-            names, refused = storage.split_names(uri, listing)
-            members = tuple(sorted((rel, *listing[u]) for rel, u in
-                                   {**names, **{raw: f"{uri}/{raw}" for raw in refused}}.items()
-                                   if not _hidden(rel)))
+            members = tuple(sorted((rel, size, tag) for rel, (_, size, tag) in _listing(uri).items()))
             version = _version(members)
         else:
             try:

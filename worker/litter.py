@@ -31,21 +31,31 @@ def alive(pid: int) -> bool:
     return True
 
 
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())
+
+
 def owner() -> str:
     """``<host>-<pid>``: this process, as the names of what it leaves behind spell it."""
-    return f"{re.sub(r'[^A-Za-z0-9.]', '_', socket.gethostname())}-{os.getpid()}"
+    return f"{_host()}-{os.getpid()}"
 
 
 def _owned_by_the_dead(name: str, mark: str) -> bool:
-    host = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())
-    m = re.search(rf"{re.escape(mark)}{re.escape(host)}-(\d+)-", name)
+    m = re.search(rf"{re.escape(mark)}{re.escape(_host())}-(\d+)-", name)
     return bool(m) and not alive(int(m.group(1)))
 
 
+_swept: set[tuple[str, str]] = set()  # (temp dir, prefix) this process has swept
+
+
 def work_dir(prefix: str) -> Path:
-    """A fresh folder in the temp directory, ``<prefix><host>-<pid>-<random>``, after removing
-    this host's folders of that prefix whose process died."""
-    sweep_work_dirs(prefix)
+    """A fresh folder in the temp directory, ``<prefix><host>-<pid>-<random>``. The first one a
+    process makes with a prefix removes this host's folders of that prefix whose process died
+    (a dead process's folders only appear before the process that replaces it starts)."""
+    key = (tempfile.gettempdir(), prefix)
+    if key not in _swept:
+        sweep_work_dirs(prefix)
+        _swept.add(key)
     return Path(tempfile.mkdtemp(prefix=f"{prefix}{owner()}-"))
 
 

@@ -258,14 +258,8 @@ def check_encodable(src: str | os.PathLike, info: VideoInfo, cfg: OutputConfig) 
 
     with tempfile.TemporaryDirectory(prefix="refstar-check-") as tmp:
         writer = VideoRewriter(src, Path(tmp) / f"check{Path(src).suffix.lower()}", info, cfg)
-        writer.open()
-        try:
-            writer._video.codec_context.open()  # what the first frame would do
-        except (av.FFmpegError, ValueError) as e:
-            raise MediaError(str(src), f"cannot open the {writer.encoder} encoder for its restored "
-                                       f"video ({e})") from e
-        finally:
-            writer.abort()
+        writer.open(open_codec=True)
+        writer.abort()
 
 
 def _codec_time_base(encoder: str, info: VideoInfo) -> Fraction:
@@ -329,7 +323,9 @@ class VideoRewriter:
         else:
             self.abort()
 
-    def open(self) -> None:
+    def open(self, open_codec: bool = False) -> None:
+        """Create the output and its streams; the encoder itself opens with the first frame, or
+        now with ``open_codec`` (to learn early whether it accepts these settings)."""
         info = self.info
         try:
             self._out = out = av.open(self._tmp, mode="w")
@@ -350,6 +346,8 @@ class VideoRewriter:
             if info.rotation:
                 vs.set_display_rotation(-info.rotation)  # PyAV wants counter-clockwise
             self._video = vs
+            if open_codec:
+                ctx.open()
             if info.has_audio:
                 self._open_audio(out)
         except MediaError:
