@@ -15,8 +15,10 @@ from dataclasses import dataclass
 
 from jobs.ray_session import RaySession
 
-META_KEY = "refstar"
-AGENT_WAITS_S = (1, 2, 4, 8, 15)  # retries while a fresh cluster's job agent comes up  # metadata marker of our jobs in a shared cluster's job table
+META_KEY = "refstar"  # metadata marker of our jobs in a shared cluster's job table
+# a cluster that has just started has no job agent for a while: a minute or more on a busy
+# 2-core machine; submissions retry this long (seconds) before the error is the user's
+AGENT_WAIT_S = 180.0
 
 
 @dataclass(frozen=True)
@@ -88,18 +90,18 @@ class JobSubmitter:
     def submit_entrypoint(self, submission_id: str, entrypoint: str, metadata: dict[str, str]) -> str:
         if self.exists(submission_id):
             raise DuplicateJob(submission_id)
-        for wait in (*AGENT_WAITS_S, None):
+        deadline, wait = time.monotonic() + AGENT_WAIT_S, 1.0
+        while True:
             try:
                 return self.client.submit_job(entrypoint=entrypoint, submission_id=submission_id,
                                               metadata=metadata, entrypoint_num_cpus=0)
             except RuntimeError as e:  # the job server answers 400/500 with the ValueError's text
                 if "already exists" in str(e):  # lost a race with another consumer
                     raise DuplicateJob(submission_id) from None
-                # a cluster that has just started has no job agent registered for a few seconds
-                if "No available agent" not in str(e) or wait is None:
+                if "No available agent" not in str(e) or time.monotonic() + wait > deadline:
                     raise
                 time.sleep(wait)
-        raise AssertionError("unreachable")
+                wait = min(2 * wait, 15.0)
 
     def exists(self, submission_id: str) -> bool:
         try:

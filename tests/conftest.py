@@ -3,6 +3,20 @@ from pathlib import Path
 
 import pytest
 
+# modules that start a local Ray cluster: they run one after another in one test process, as two
+# clusters on a 2-core machine would each take both cores for their own
+RAY_MODULES = {"test_ray_job", "test_ray_pools", "test_ray_session", "test_trigger",
+               "test_trigger_local", "test_train_ray"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """One xdist group per module (module fixtures are built once), one for every Ray module;
+    the Ray group first, as it is the longest: the other process takes the rest meanwhile."""
+    for item in items:
+        stem = item.path.stem
+        item.add_marker(pytest.mark.xdist_group("ray" if stem in RAY_MODULES else str(item.path)))
+    items.sort(key=lambda item: item.path.stem not in RAY_MODULES)  # stable: order kept within
+
 
 def real_data_root() -> Path:
     """../shared/data beside the checkout (or $REFSTAR_REAL_DATA)."""

@@ -131,7 +131,9 @@ def test_uploads_become_restored_items_once(s3_server, ray_address, tmp_path):
         sqs.send_message(QueueUrl=url, MessageBody="garbage")
 
         out = f"s3://{bucket}/out"
-        trig.wait_for(lambda: len(_done_items(out)) >= 2, 420, "two items done")
+        # a job writes its summary after its item's _DONE: wait for both
+        trig.wait_for(lambda: len(_done_items(out)) >= 2 and len(list(storage.list(f"{out}/_jobs"))) >= 2,
+                      420, "two items done and their jobs summarised")
 
         # one job per item, the album's three images under one submission
         submitted = trig.decisions("submitted")
