@@ -142,7 +142,7 @@ def _restore_album(pools, cfg, iid, root, names, uri_of, out_dir, result, book, 
     samples = ReportSamples.choose(book.faces, cfg.output.report_faces)
     rows = []
     for name in names:
-        faces = book.to_restore(name, cfg.restore.restorer)
+        faces = book.to_restore(name, cfg.restore.restorer, cfg.restore.fidelity)
         if faces is None:
             storage.upload_file(root / name, storage.join(out_dir, "restored", name))  # byte-identical
             book.status.setdefault(name, "unchanged")
@@ -177,7 +177,7 @@ def _restore_album(pools, cfg, iid, root, names, uri_of, out_dir, result, book, 
 def _adapt(pools, cfg: Config, crops: dict, result: ItemResult):
     """With ``restorer=refstar`` and ``restore.adapt``: the item's adapted ``(net or None,
     info)`` in the object store, once for every restore call (None otherwise)."""
-    if not (cfg.restore.restorer == "refstar" and cfg.restore.adapt):
+    if not cfg.restore.adapts:
         return None
     t = time.monotonic()
     net, result.restorer = pools.adapt(crops, cfg)

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 
 from worker import archive, storage
-from worker.config import ConfigError, load_config
+from worker.config import FIDELITY_HELP, ConfigError, load_config
 from worker.litter import work_dir
 from worker.records import ItemResult
 
@@ -134,6 +134,7 @@ def parse_args(argv: list[str] | None = None, prog: str = "python -m jobs.restor
     p.add_argument("--address", help="Ray cluster address (default: the job's cluster, else a local one)")
     p.add_argument("--config", help="YAML config file")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--fidelity", type=float, metavar="F", help=FIDELITY_HELP)
     pool = p.add_argument_group(
         "actor pools", "Unset sizes fill the cluster; analysis and restore actors that do not fit "
         "side by side take turns. Defaults work on any machine, a 2-core laptop included.")
@@ -164,6 +165,8 @@ def parse_args(argv: list[str] | None = None, prog: str = "python -m jobs.restor
             p.error(f"--{name.replace('_', '-')} must not be negative")
     if args.segment_frames < 1 or args.placement_timeout <= 0:
         p.error("--segment-frames and --placement-timeout must be positive")
+    if args.fidelity is not None:
+        args.sets.append(f"restore.fidelity={args.fidelity!r}")
     if args.job_name and not re.fullmatch(r"[A-Za-z0-9._-]{1,128}", args.job_name):
         p.error("--job-name: letters, digits, '.', '_' and '-' only")
     return args

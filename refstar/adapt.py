@@ -5,7 +5,7 @@ Each identity's high-quality aligned crops become GT; each is degraded with the 
 ANOTHER crop of the same identity as the reference, so the net learns this job's faces, lighting
 and camera, and learns to pull their detail from the references it will get at restore time.
 
-    net = adapt({0: crops_person0, 1: crops_person1}, steps=400, time_budget_s=180)
+    net = adapt({0: crops_person0, 1: crops_person1}, steps=400)
     restorer = RefSTARRestorer(net, work_size=net.cfg.size)
 """
 
@@ -28,7 +28,9 @@ from refstar.training.loop import TrainConfig, Trainer
 class AdaptResult:
     """What ``adapt_report`` returns besides the net: for logs and manifests."""
 
-    steps: int
+    steps: int  # steps run
+    max_steps: int  # the step budget
+    stopped: str  # "steps": the budget was run; "time": the time cap came first
     seconds: float
     identities: int
     crops: int
@@ -40,7 +42,7 @@ def adapt_report(
     *,
     preset: str = "adapt",
     steps: int = 400,
-    time_budget_s: float | None = 180.0,
+    time_budget_s: float | None = None,
     init: str | None = None,
     seed: int = 0,
     size: int = 128,
@@ -78,7 +80,8 @@ def adapt_report(
     trainer = Trainer(net, data, tcfg, None, log=log)
     losses = trainer.fit()
     ema = trainer.ema.eval()
-    return ema, AdaptResult(trainer.step, time.perf_counter() - t0, len(crops), n, losses)
+    return ema, AdaptResult(trainer.step, steps, trainer.stop_reason() or "steps",
+                            time.perf_counter() - t0, len(crops), n, losses)
 
 
 def adapt(crops_by_identity: Mapping[int, Sequence[np.ndarray]], **kwargs) -> RefSTARNet:
@@ -89,7 +92,10 @@ def adapt(crops_by_identity: Mapping[int, Sequence[np.ndarray]], **kwargs) -> Re
     Keyword arguments are ``adapt_report``'s:
     preset: NetConfig preset when training from scratch; its ``size`` is replaced by ``size``
         (default 128 px: measured to fit 400 steps in ~2.5 min on 2 CPU cores).
-    steps / time_budget_s: stop at whichever comes first; the LR anneals over both.
+    steps / time_budget_s: the step budget, and an optional time cap (None: none); the run
+        stops at whichever comes first (``AdaptResult.stopped`` says which) and the LR anneals
+        over both. Steps are the budget: on a busy machine a time cap alone would silently
+        give a worse net.
     init: a checkpoint (path) to fine-tune instead of starting from scratch.
     w_freq / w_cycle / w_mask: weights of the frequency loss, the MCC cycle term (a) and the
         RefSel mask loss. All 0 by default: in a few hundred steps they pull capacity away from

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.mediagen import FaceScene, write_video
@@ -33,6 +34,7 @@ def test_video_restored_by_refstar_adapted_on_its_own_faces(tmp_path):
     m = json.loads((Path(res.output) / "manifest.json").read_text())
     r = m["restorer"]
     assert r["name"] == "refstar" and r["adapted"] and r["steps"] == 12 and r["identities"] == 1
+    assert (r["max_steps"], r["stopped"]) == (12, "steps") and "12 of 12 steps" in r["stop_reason"]
     assert r["crops"] >= 10  # the sharp frames of the track, not just its references
     c = m["counts"]
     restored = {f["frame"] for f in m["faces"] if f["restored"]}
@@ -47,3 +49,16 @@ def test_refstar_with_a_missing_checkpoint_fails_clearly(tmp_path):
     cfg = load_config(None, ["progress=false", "restorer=refstar", f"restore.checkpoint={tmp_path}/nope"])
     res = restore_item(src, str(tmp_path / "out"), cfg)
     assert res.status == "failed" and "checkpoint not found" in res.errors[0].reason
+
+
+def test_a_time_capped_adaptation_says_so_on_screen_and_in_the_manifest(capsys):
+    from worker.pipeline import adapt_net
+
+    rng = np.random.default_rng(0)
+    crops = {0: [rng.integers(0, 255, (64, 64, 3), np.uint8) for _ in range(3)]}
+    cfg = load_config(None, ["restorer=refstar", "restore.adapt_preset=tiny", "restore.adapt_size=64",
+                             "restore.adapt_steps=50", "restore.adapt_time_s=0.000001"])
+    net, info = adapt_net(crops, cfg)
+    assert net is not None and info["stopped"] == "time" and info["steps"] < info["max_steps"] == 50
+    assert "time cap restore.adapt_time_s=1e-06 came first" in info["stop_reason"]
+    assert f"adapt: stopped at step {info['steps']} of 50" in capsys.readouterr().err

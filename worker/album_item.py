@@ -115,7 +115,7 @@ class AlbumBook:
         """Cluster the album's faces and choose references (re-reading only their files)."""
         size = cfg.restore.crop_size
 
-        small, adapting = cfg.restore.adapt_size, cfg.restore.restorer == "refstar" and cfg.restore.adapt
+        small, adapting = cfg.restore.adapt_size, cfg.restore.adapts
 
         def cut_crops(chosen: list[Face]) -> list[np.ndarray]:
             crops = {}
@@ -138,9 +138,10 @@ class AlbumBook:
         self._embeddings.clear()
         return identities, refs
 
-    def to_restore(self, name: str, restorer: str) -> list[Face] | None:
-        """The file's faces when it needs restoring; None when it is copied through unchanged."""
-        if self.status.get(name) in ("failed", "refused") or restorer == "none":
+    def to_restore(self, name: str, restorer: str, fidelity: float) -> list[Face] | None:
+        """The file's faces when it needs restoring; None when it is copied through unchanged
+        (restorer "none" and fidelity 0 leave every face as it is)."""
+        if self.status.get(name) in ("failed", "refused") or restorer == "none" or fidelity <= 0:
             return None
         if not any(not f.skipped for f in self.by_file.get(name, [])):
             return None
@@ -199,7 +200,7 @@ def _restore_album(src: Path, out_dir: str, cfg: Config, engine, book: AlbumBook
     progress = Progress(f"restore {src.name}", len(names), unit="images", enabled=cfg.progress)
     for name in names:
         progress.update(1)
-        faces = book.to_restore(name, stage.restorer.name)
+        faces = book.to_restore(name, stage.restorer.name, cfg.restore.fidelity)
         if faces is not None:
             try:
                 restore_image(root / name, out_root / name, faces, refs, stage, cfg, samples)

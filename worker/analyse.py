@@ -77,7 +77,7 @@ def analyse_video(path: str, info: VideoInfo, analyzer: FaceAnalyzer, cfg: Confi
     ``frames`` defaults to decoding ``path``; a caller may pass a segment of it instead."""
     out = Analysis(pool=CandidatePool(cfg.references.candidates_per_track))
     r = cfg.restore
-    if r.restorer == "refstar" and r.adapt:
+    if r.adapts:
         out.adapt_pool = CandidatePool(r.adapt_crops_per_track)
     tracker = Tracker(cfg.track)
     is_cut = ShotCutDetector(cfg.track.cut_threshold)

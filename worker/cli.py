@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from worker.config import ConfigError, dump_config, load_config
+from worker.config import FIDELITY_HELP, ConfigError, dump_config, load_config
 from worker.records import ItemResult
 
 
@@ -20,6 +20,7 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML config file")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
                    help="override a config key, e.g. --set restorer=none --set detect.stride=3")
+    p.add_argument("--fidelity", type=float, metavar="F", help=FIDELITY_HELP)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -170,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
             overrides.append("progress=false")
         if getattr(args, "link", False):
             overrides.append("identity.link_archive=true")
+        if getattr(args, "fidelity", None) is not None:
+            overrides.append(f"restore.fidelity={args.fidelity!r}")
         if getattr(args, "references", None):
             overrides.append(f"references.library={json.dumps(args.references)}")
         cfg = load_config(args.config, overrides)

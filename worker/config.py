@@ -95,12 +95,22 @@ class RestoreConfig:
     # refstar: before restoring an item, fine-tune on its own best faces (train from scratch when
     # there is no checkpoint): each person's sharp faces, degraded, restored with another of them
     adapt: bool = True
-    adapt_steps: int = 400
-    adapt_time_s: float = 180.0  # stop adapting by then, s (whichever of steps/time comes first)
+    adapt_steps: int = 400  # the adaptation budget: a busy machine takes longer, not fewer steps
+    # optional cap, s: adaptation stops by then even short of adapt_steps (the manifest and the
+    # progress line say so); None = no cap
+    adapt_time_s: float | None = None
     adapt_preset: str = "adapt"  # NetConfig preset when training from scratch
     adapt_size: int = 128  # training crop side, px
     adapt_crops_per_track: int = 24  # sharpest crops kept per track for adaptation
     strength: float = 1.0  # guided: how much reference detail is transferred, 0..1
+    # every restorer: 0 = leave every face exactly as it is, 1 = the restorer's full result;
+    # between, the restored face is blended with the input (input + fidelity x change)
+    fidelity: float = 1.0
+
+    @property
+    def adapts(self) -> bool:
+        """Whether each item fine-tunes RefSTAR on its own faces before it is restored."""
+        return self.restorer == "refstar" and self.adapt and self.fidelity > 0
 
 
 @dataclass(frozen=True)
@@ -160,6 +170,37 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
     return value
 
 
+FIDELITY_HELP = ("0..1 (restore.fidelity, default 1): 0 leaves every face exactly as it is, "
+                 "1 is the restorer's full result, between blends the two")
+
+# closed ranges of the numeric keys a wrong value would silently misuse (None: no bound)
+RANGES: dict[str, tuple[float | None, float | None]] = {
+    "detect.upsample": (0, 4), "detect.stride": (1, None), "detect.min_score": (0.0, 1.0),
+    "detect.max_side": (64, None),
+    "track.iou_min": (0.0, 1.0), "track.max_gap": (0, None), "track.cut_threshold": (0.0, 1.0),
+    "track.smooth_window": (1, None),
+    "identity.min_faces": (1, None), "identity.min_track_frames": (1, None),
+    "references.top_k": (1, None), "references.candidates_per_track": (1, None),
+    "references.min_gain": (1.0, None), "references.min_quality": (0.0, 1.0),
+    "references.min_exposure": (0.0, 1.0),
+    "restore.crop_size": (64, 2048), "restore.batch_size": (1, None), "restore.min_face_px": (0, None),
+    "restore.adapt_steps": (1, None), "restore.adapt_time_s": (0.0, None),
+    "restore.adapt_size": (32, 1024), "restore.adapt_crops_per_track": (2, None),
+    "restore.strength": (0.0, 1.0), "restore.fidelity": (0.0, 1.0),
+    "paste.feather": (0.0, 0.5),
+    "output.crf": (0, 51), "output.jpeg_quality": (1, 100), "output.report_faces": (0, None),
+}
+
+
+def _check_range(key: str, value: Any) -> None:
+    lo, hi = RANGES.get(key, (None, None))
+    if value is None or (lo is None and hi is None):
+        return
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        span = f"[{lo}, {hi}]" if hi is not None else f">= {lo}" if lo is not None else f"<= {hi}"
+        raise ConfigError(f"{key}: {value!r} is out of range (allowed: {span})")
+
+
 def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
@@ -175,6 +216,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
             kwargs[key] = _build(typ, value, name + ".")
         else:
             kwargs[key] = _coerce(value, typ, name)
+            _check_range(name, kwargs[key])
     return cls(**kwargs)
 
 

@@ -7,7 +7,9 @@ incomplete and is redone by the next run.
 
 from __future__ import annotations
 
+import logging
 import shutil
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -22,6 +24,8 @@ from worker.litter import sweep_partials, work_dir
 from worker.models import local_checkpoint
 from worker.records import Face, Identity, ItemError, ItemResult
 from worker.staging import item_id, item_kind, stage_input
+
+log = logging.getLogger(__name__)
 
 
 class Engine:
@@ -40,7 +44,7 @@ class Engine:
         self.cfg = with_backend_defaults(cfg, self.analyzer.identity_max_dist,
                                          self.analyzer.track_max_embed_dist)
         r = cfg.restore
-        self.adapting = r.restorer == "refstar" and r.adapt
+        self.adapting = r.adapts
         checkpoint = local_checkpoint(r.checkpoint)  # an s3:// one is fetched once
         if self.adapting and checkpoint and not Path(checkpoint).expanduser().exists():
             raise ModelError(f"RefSTAR checkpoint not found: {r.checkpoint}")
@@ -83,13 +87,28 @@ def adapt_net(crops_by_identity: dict[int, list[np.ndarray]], cfg: Config):
                 crops_by_identity, preset=r.adapt_preset, steps=r.adapt_steps,
                 time_budget_s=r.adapt_time_s, init=local_checkpoint(r.checkpoint) or None,
                 size=r.adapt_size, device=r.device, ranges=ranges,
-                log=(lambda line: print(f"adapt: {line}", flush=True)) if cfg.progress else None)
+                log=(lambda line: print(f"adapt: {line}", file=sys.stderr, flush=True)) if cfg.progress else None)
     except ValueError as e:  # no person with two usable crops
         return None, {"name": "refstar" if r.checkpoint else "guided", "adapted": False, "why": str(e)}
+    why = adapt_stop_line(rep.steps, rep.max_steps, rep.stopped, rep.seconds, r.adapt_time_s)
+    if rep.stopped == "time":
+        log.warning("adaptation %s", why)
+    if cfg.progress:
+        print(f"adapt: {why}", file=sys.stderr, flush=True)
     return net, {"name": "refstar", "adapted": True, "init": r.checkpoint or None,
-                 "steps": rep.steps, "seconds": round(rep.seconds, 1),
+                 "steps": rep.steps, "max_steps": rep.max_steps, "stopped": rep.stopped,
+                 "stop_reason": why, "seconds": round(rep.seconds, 1),
                  "identities": rep.identities, "crops": rep.crops,
                  "losses": {k: round(float(v), 5) for k, v in rep.losses.items()}}
+
+
+def adapt_stop_line(steps: int, max_steps: int, stopped: str, seconds: float,
+                    cap_s: float | None) -> str:
+    """When and why adaptation stopped, for the progress line and the manifest."""
+    if stopped == "time":
+        return (f"stopped at step {steps} of {max_steps} after {seconds:.0f} s: the time cap "
+                f"restore.adapt_time_s={cap_s:g} came first (raise it, or drop it, for the full budget)")
+    return f"done: {steps} of {max_steps} steps (restore.adapt_steps) in {seconds:.0f} s"
 
 
 def item_restorer_from(net, info: dict, r):

@@ -151,7 +151,7 @@ class RestoreWorker(_Actor):
 
     def __init__(self, cfg: Config):
         self._restorers: dict = {}
-        if not _adapting(cfg):  # an adapted restorer arrives with each item's calls
+        if not cfg.restore.adapts:  # an adapted restorer arrives with each item's calls
             self._restorer(cfg)
         self._stage: tuple[tuple, object] | None = None
         self._past_stats: dict[str, int] = {}  # counters of the stages replaced so far
@@ -258,10 +258,6 @@ class CombinedWorker(AnalysisWorker, RestoreWorker):
     def __init__(self, cfg: Config):
         AnalysisWorker.__init__(self, cfg)
         RestoreWorker.__init__(self, cfg)  # the same input cache and metrics: one process
-
-
-def _adapting(cfg: Config) -> bool:
-    return cfg.restore.restorer == "refstar" and cfg.restore.adapt
 
 
 @ray.remote(num_cpus=0)

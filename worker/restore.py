@@ -52,7 +52,8 @@ class FaceRestoreStage:
         are bit-identical to the input."""
         import torch
 
-        if self.restorer.name == "none":  # pass-through: not even a resampling round trip
+        fidelity = self.cfg.restore.fidelity
+        if self.restorer.name == "none" or fidelity <= 0:  # not even a resampling round trip
             return images
         jobs = []  # (image index, face, M, crop)
         for i, (image, fs) in enumerate(zip(images, faces, strict=True)):
@@ -71,11 +72,13 @@ class FaceRestoreStage:
                 lq = bgr_to_tensor([jobs[j][3] for j in chunk])
                 ref = (torch.cat([self._ref_tensor(refs[jobs[j][1].reference]) for j in chunk])
                        if with_ref else None)
-                out = self.restorer.restore(lq, ref)
+                out = self.restorer.restore(lq, ref).image
+                if fidelity < 1:
+                    out = lq + fidelity * (out - lq)
                 self.calls += 1
                 self.faces += len(chunk)
                 self.slots += bs
-                for j, crop in zip(chunk, tensor_to_bgr(out.image), strict=True):
+                for j, crop in zip(chunk, tensor_to_bgr(out), strict=True):
                     restored[j] = crop
         pastes: list[list[Paste]] = [[] for _ in images]
         for j, (i, face, m, crop) in enumerate(jobs):

@@ -38,6 +38,12 @@ ADAPT_RANGES = DegradationRanges(
     blur_sigma=(1.0, 3.0), scale=(3.0, 5.0), noise_sigma=(0.0, 8.0), jpeg_quality=(40, 80)
 )
 
+# The face prior (jobs/prior.py): what the worker's 128 px working size meets, from a nearly
+# clean face (scale 1, light blur, JPEG 95) to one area-down x6 with blur 3, noise 8 and JPEG 30
+PRIOR_RANGES = DegradationRanges(
+    blur_sigma=(0.2, 3.0), scale=(1.0, 6.0), noise_sigma=(0.0, 8.0), jpeg_quality=(30, 95)
+)
+
 
 @dataclass(frozen=True)
 class PairConfig:
@@ -230,5 +236,5 @@ def collate_pairs(batch: list[dict]) -> dict:
     return out
 
 
-__all__ = ["ADAPT_RANGES", "DegradationParams", "FacePairs", "PairConfig", "align_photo",
+__all__ = ["ADAPT_RANGES", "PRIOR_RANGES", "DegradationParams", "FacePairs", "PairConfig", "align_photo",
            "collate_pairs", "load_identity_folder", "load_job_output"]

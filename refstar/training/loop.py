@@ -149,8 +149,16 @@ class Trainer:
         return c.lr * (c.min_lr_ratio + (1.0 - c.min_lr_ratio) * cos)
 
     def done(self) -> bool:
-        over_time = self.cfg.time_budget_s is not None and self.elapsed >= self.cfg.time_budget_s
-        return self.step >= self.cfg.max_steps or over_time
+        return self.stop_reason() is not None
+
+    def stop_reason(self) -> str | None:
+        """Why the run stops now: "steps" (``max_steps`` reached), "time" (``time_budget_s``
+        spent first), or None (it goes on)."""
+        if self.step >= self.cfg.max_steps:
+            return "steps"
+        if self.cfg.time_budget_s is not None and self.elapsed >= self.cfg.time_budget_s:
+            return "time"
+        return None
 
     # -- one step ---------------------------------------------------------------------------
     def _batches(self) -> Iterator[dict]:

@@ -76,3 +76,11 @@ def test_adaptation_is_reproducible(clip_crops):
                         device="cpu", seed=5)
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(x, y), name
+
+
+def test_adaptation_runs_its_step_budget_and_says_why_it_stopped(clip_crops):
+    _, full = adapt_report({0: clip_crops[:4]}, preset="tiny", size=S, steps=5, device="cpu")
+    assert (full.steps, full.max_steps, full.stopped) == (5, 5, "steps")  # no time cap by default
+    _, capped = adapt_report({0: clip_crops[:4]}, preset="tiny", size=S, steps=50,
+                             time_budget_s=1e-6, device="cpu")
+    assert capped.stopped == "time" and capped.max_steps == 50 and 1 <= capped.steps < 50
