@@ -9,12 +9,21 @@ RAY_MODULES = {"test_ray_job", "test_ray_pools", "test_ray_session", "test_trigg
                "test_trigger_local", "test_train_ray"}
 
 
+def pytest_xdist_make_scheduler(config, log):
+    """Each test module runs whole in one process (its module fixtures are built once), and
+    every Ray module in the same one."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "ray" if Path(path).stem in RAY_MODULES else path
+
+    return ModuleScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
-    """One xdist group per module (module fixtures are built once), one for every Ray module;
-    the Ray group first, as it is the longest: the other process takes the rest meanwhile."""
-    for item in items:
-        stem = item.path.stem
-        item.add_marker(pytest.mark.xdist_group("ray" if stem in RAY_MODULES else str(item.path)))
+    """The Ray group first, as it is the longest: the other process takes the rest meanwhile."""
     items.sort(key=lambda item: item.path.stem not in RAY_MODULES)  # stable: order kept within
 
 
