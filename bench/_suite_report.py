@@ -43,7 +43,8 @@ def people_cell(facts: dict) -> str:
 
 
 def clip_rows(clip: dict) -> list[str]:
-    out = [f"{clip['clip']}: {clip['frames']} frames, {clip['degraded_frames']} degraded "
+    saw = " (the shipped prior saw it)" if clip.get("prior_saw") else ""
+    out = [f"{clip['clip']}{saw}: {clip['frames']} frames, {clip['degraded_frames']} degraded "
            f"({clip['degraded_faces']} faces), {clip['seconds']:.0f} s"]
     for run, by_s in clip["runs"].items():
         for s, row in by_s.items():
@@ -70,13 +71,15 @@ def photo_rows(kind: str, photos: dict) -> list[str]:
     return out
 
 
-def aggregate(result: dict) -> dict:
-    """{run: {strength: {figure: (mean, worst, worst clip)}}}"""
+def aggregate(result: dict, unseen: bool = False) -> dict:
+    """{run: {strength: {figure: (mean, worst, worst clip)}}}; ``unseen``: over the clips the
+    shipped prior never saw."""
     agg: dict = {}
+    clips = [c for c in result["clips"] if not (unseen and c.get("prior_saw"))]
     for run in result["runs"]:
         for s in result["strengths"]:
             per = {}
-            for clip in result["clips"]:
+            for clip in clips:
                 row = clip["runs"].get(run, {}).get(s)
                 if row is not None:
                     per[clip["clip"]] = figures(row)
@@ -87,26 +90,29 @@ def aggregate(result: dict) -> dict:
                     worst = worse(vals, key=vals.get)
                     cell[k] = (float(np.mean(list(vals.values()))), vals[worst], worst)
             refs = [sum(p["references"] > 0 for p in clip["runs"][run][s]["facts"].get("people", []))
-                    for clip in result["clips"] if s in clip["runs"].get(run, {})]
+                    for clip in clips if s in clip["runs"].get(run, {})]
             ppl = [len(clip["runs"][run][s]["facts"].get("people", []))
-                   for clip in result["clips"] if s in clip["runs"].get(run, {})]
+                   for clip in clips if s in clip["runs"].get(run, {})]
             nf = [clip["runs"][run][s]["facts"].get("not_faces", 0) or 0
-                  for clip in result["clips"] if s in clip["runs"].get(run, {})]
+                  for clip in clips if s in clip["runs"].get(run, {})]
             cell["people"] = (sum(refs), sum(ppl), sum(nf))
             agg.setdefault(run, {})[s] = cell
     return agg
 
 
 def print_tables(result: dict) -> None:
-    agg = aggregate(result)
-    print(f"\nmean (worst clip) over {len(result['clips'])} clips, {result['frames']} frames each; "
-          f"{result['machine']}")
-    for run, by_s in agg.items():
-        for s, cell in by_s.items():
-            refd, ppl, nf = cell["people"]
-            parts = [f"{FIGURES[k][0]} {_f(cell[k][0], FIGURES[k][1])} ({_f(cell[k][1], FIGURES[k][1])} "
-                     f"{cell[k][2]})" for k in FIGURES if k in cell]
-            print(f"{run} {s}: people with references {refd}/{ppl}, not-face tracks {nf}; " + "; ".join(parts))
+    n_seen = sum(bool(c.get("prior_saw")) for c in result["clips"])
+    views = [(False, f"{len(result['clips'])} clips")]
+    if n_seen:
+        views.append((True, f"the {len(result['clips']) - n_seen} clips the shipped prior never saw"))
+    for unseen, what in views:
+        print(f"\nmean (worst clip) over {what}, {result['frames']} frames each; {result['machine']}")
+        for run, by_s in aggregate(result, unseen).items():
+            for s, cell in by_s.items():
+                refd, ppl, nf = cell["people"]
+                parts = [f"{FIGURES[k][0]} {_f(cell[k][0], FIGURES[k][1])} ({_f(cell[k][1], FIGURES[k][1])} "
+                         f"{cell[k][2]})" for k in FIGURES if k in cell]
+                print(f"{run} {s}: people with references {refd}/{ppl}, not-face tracks {nf}; " + "; ".join(parts))
     for kind, photos in result.get("photos", {}).items():
         print("\n".join(photo_rows(kind, photos)))
 
@@ -117,8 +123,9 @@ def _img(path: str, width: int) -> str:
 
 
 def render_html(result: dict, out: Path) -> str:
-    agg = aggregate(result)
+    agg = aggregate(result, unseen=True)
     e = html.escape
+    n_unseen = sum(not c.get("prior_saw") for c in result["clips"])
     parts = ["<!doctype html><meta charset='utf-8'><title>refstar quality suite</title>",
              "<style>body{font-family:sans-serif;margin:1.5em} table{border-collapse:collapse;margin:1em 0}"
              "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px;text-align:right}"
@@ -126,7 +133,7 @@ def render_html(result: dict, out: Path) -> str:
              f"<h1>Quality suite</h1><p>{len(result['clips'])} clips, first {result['frames']} frames, "
              f"face regions of every third frame degraded; machine: {e(result['machine'])}; runs: "
              + ", ".join(f"<b>{e(n)}</b> {e(' '.join(v)) or '(defaults)'}" for n, v in result["runs"].items())
-             + "</p><h2>Mean and worst clip</h2><table><tr><th class=l>run</th><th>strength</th>"
+             + f"</p><h2>Mean and worst clip, over the {n_unseen} clips the shipped prior never saw</h2><table><tr><th class=l>run</th><th>strength</th>"
              "<th>people with refs / all</th><th>not-face tracks</th>"
              + "".join(f"<th>{e(FIGURES[k][0])}<br>mean</th><th>worst</th>" for k in FIGURES) + "</tr>"]
     for run, by_s in agg.items():
@@ -153,7 +160,8 @@ def render_html(result: dict, out: Path) -> str:
                 why = "; ".join(f"person {p['id']}: {p['why_none']}" for p in facts.get("people", []) if p["why_none"])
                 link = f"<a href='{e(str(Path(facts['item']).resolve() / 'report.html'))}'>report</a>" if "item" in facts else ""
                 bad = " class=bad" if (f["psnr_gain"] or 0) < 0 else ""
-                parts.append(f"<tr{bad}><td class=l>{e(clip['clip'])}</td><td>{e(run)}</td><td>{s}</td>"
+                saw = "<br><small>the prior saw it</small>" if clip.get("prior_saw") else ""
+                parts.append(f"<tr{bad}><td class=l>{e(clip['clip'])}{saw}</td><td>{e(run)}</td><td>{s}</td>"
                              f"<td>{_f(row.get('psnr_in'), '.2f')}</td>"
                              + "".join(f"<td>{_f(f[k], FIGURES[k][1])}</td>" for k in FIGURES)
                              + f"<td>{_f(row.get('id_in'), '.3f')} -> {_f(row.get('id_out'), '.3f')}</td>"

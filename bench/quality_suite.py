@@ -13,7 +13,9 @@ over the degraded input on the degraded frames' faces, identity similarity to th
 (input and output), flicker against the clean clip (frame-to-frame change of the output's face
 crops over the clean clip's, all frames; 1 = as steady as the original), seconds per frame (the
 worker's total), and from each manifest the people, their references (and why a person has
-none), and the face tracks rejected as not faces.
+none), and the face tracks rejected as not faces. Clips the shipped face prior was trained on
+are marked (``refstar/weights/face_prior/split.json``), the tables give the figures over the
+others apart, and ``--unseen`` runs only those.
 
 Per real LQ photo (``lq/``, no ground truth): before/after aligned crops side by side and a
 no-reference sharpness (0..1) before and after. Per negative photo (``negatives/``, no face):
@@ -37,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import real_data_root  # noqa: E402
 from bench._suite_media import STRENGTHS, before_after, make_degraded  # noqa: E402
 from bench._suite_report import clip_rows, photo_rows, print_tables, render_html  # noqa: E402
+from refstar.prior import seen_by_prior  # noqa: E402
 from worker.config import load_config  # noqa: E402
 from worker.evaluate import evaluate  # noqa: E402
 from worker.evaluate_report import summarise  # noqa: E402
@@ -159,12 +162,17 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="K=V", help="config for every run")
     ap.add_argument("--no-photos", action="store_true", help="skip lq/ and negatives/")
     ap.add_argument("--no-clips", action="store_true", help="photos only")
+    ap.add_argument("--unseen", action="store_true",
+                    help="only the clips the shipped face prior never saw (refstar/weights/face_prior/split.json)")
     ap.add_argument("--out", default=f"quality-suite-{time.strftime('%Y%m%d-%H%M%S')}")
     args = ap.parse_args()
     root, out = real_data_root(), Path(args.out)
     clips = [] if args.no_clips else sorted((root / "videos").glob("*.mp4"))
     if args.clips:
         clips = [c for c in clips if any(s in c.name for s in args.clips)]
+    seen = seen_by_prior()
+    if args.unseen:
+        clips = [c for c in clips if c.name not in seen]
     if not clips and not args.no_clips:
         sys.exit(f"no clip found in {root / 'videos'} (REFSTAR_REAL_DATA?)")
     runs = parse_runs(args.run)
@@ -174,6 +182,7 @@ def main() -> None:
               "runs": runs, "sets": args.set, "clips": [], "photos": {}}
     for clip in clips:
         row = run_clip(clip, runs, args, out / clip.stem, engines, analyzer)
+        row["prior_saw"] = clip.name in seen
         result["clips"].append(row)
         print("\n".join(clip_rows(row)), flush=True)
         (out / "suite.json").write_text(json.dumps(result, indent=1, default=str))

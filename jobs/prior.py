@@ -1,7 +1,7 @@
 """Build the face prior RefSTAR ships with: faces from real media, then ``refstar train``.
 
     python -m jobs.prior --data ../shared/data --out RUN [--rotation a|b]
-                         [--time-budget 7200] [--install]
+                         [--time-budget 7200] [--install | --install-only]
 
 1. **Faces.** The split (``split``): every labelled photo of ``identities/<source>/<person>/``
    and one half of the clips of ``videos/`` (rotation ``a``: the even places of the sorted
@@ -14,8 +14,9 @@
 2. **Training.** The ``adapt`` preset (2.4 M parameters, the net per-item adaptation fine-tunes)
    at 128 px, blind degradations over every strength the worker meets at that scale
    (``PRIOR_RANGES``), a reference of the same person from another frame or photo for 90% of
-   the samples, the RefSel mask loss on their training masks; ``--time-budget`` seconds on
-   this machine (the LR anneals over it).
+   the samples; pixel (Charbonnier), frequency and RefSel mask losses (the cycle term is left
+   out: every sample has its ground truth, and it costs a tenth of each step); ``--time-budget``
+   seconds on this machine (the LR anneals over it); a rerun with the same ``--out`` resumes.
 3. **Install** (``--install``): the EMA weights with their recipe and split go to
    ``refstar/weights/face_prior`` (what ``restorer=refstar`` starts from).
 """
@@ -38,7 +39,6 @@ log = logging.getLogger(__name__)
 CROP = 256  # stored crop side, px: twice the training size, for native-resolution training later
 PHOTO_EXTS = (".jpg", ".jpeg", ".png")
 CROWD = ("facenet-pytorch__video",)  # many small people walking: no identity per clip
-INSTALL_DIR = Path(__file__).resolve().parents[1] / "refstar" / "weights" / "face_prior"
 
 
 def split(data: Path, rotation: str) -> dict[str, list[str]]:
@@ -113,15 +113,14 @@ def train(faces: Path, run: Path, budget_s: float, steps: int, seed: int) -> dic
     return trainer.fit()
 
 
-def install(run: Path, record: dict, dest: Path = INSTALL_DIR) -> Path:
+def install(run: Path, record: dict, dest: Path | None = None) -> Path:
     """Copy the run's EMA weights (as the checkpoint's only weights) and its record to ``dest``."""
     from refstar import checkpoint as ckpt
+    from refstar.prior import PRIOR_DIR
 
     net, meta = ckpt.load_net(run, "cpu", ema=True)
-    extra = {**meta["extra"], "prior": record}
-    extra.pop("train_config", None)
-    extra["train_config"] = meta["extra"].get("train_config")
-    out = ckpt.save_checkpoint(dest, net, config=net.cfg.to_dict(), step=meta["step"],
+    extra = {**meta["extra"], "prior": {k: v for k, v in record.items() if k != "split"}}
+    out = ckpt.save_checkpoint(dest or PRIOR_DIR, net, config=net.cfg.to_dict(), step=meta["step"],
                                metrics=meta["metrics"], extra=extra)
     (out / "split.json").write_text(json.dumps(record["split"], indent=1) + "\n")
     return out
@@ -138,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-face", type=int, default=96, help="smallest face box side kept, px")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--install", action="store_true", help="copy the result to refstar/weights/face_prior")
+    ap.add_argument("--install-only", action="store_true",
+                    help="install the run's latest checkpoint as it is (an interrupted run), no training")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     data, run = Path(args.data), Path(args.out)
@@ -153,9 +154,12 @@ def main(argv: list[str] | None = None) -> int:
         (run / "split.json").write_text(json.dumps({**parts, "faces": counts}, indent=1) + "\n")
     record = json.loads((run / "split.json").read_text())
     t_extract = time.monotonic() - t0
+    command = "python -m jobs.prior " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.install_only:
+        print(f"installed {install(run, {'split': record, 'command': command})}")
+        return 0
     metrics = train(faces, run, args.time_budget, args.steps, args.seed)
-    record = {"split": record, "extract_s": round(t_extract, 1), "metrics": metrics,
-              "command": "python -m jobs.prior " + " ".join(argv if argv is not None else sys.argv[1:])}
+    record = {"split": record, "extract_s": round(t_extract, 1), "metrics": metrics, "command": command}
     (run / "record.json").write_text(json.dumps(record, indent=1) + "\n")
     if args.install:
         print(f"installed {install(run, record)}")

@@ -25,7 +25,7 @@ def test_video_restored_by_refstar_adapted_on_its_own_faces(tmp_path):
         write_video(FaceScene(persons=("t1_2",), size=(320, 256), face_px=110), src, 18,
                     degrade=range(6, 12))
         cfg = load_config(None, ["progress=false", "restore.crop_size=256", "restorer=refstar",
-                                 "restore.adapt_preset=tiny", "restore.adapt_steps=12",
+                                 "restore.adapt_preset=tiny", "restore.adapt_steps=12", "restore.checkpoint=",
                                  "restore.adapt_size=64"])
         res = restore_item(src, str(tmp_path / "out"), cfg)
     finally:
@@ -56,7 +56,7 @@ def test_a_time_capped_adaptation_says_so_on_screen_and_in_the_manifest(capsys):
 
     rng = np.random.default_rng(0)
     crops = {0: [rng.integers(0, 255, (64, 64, 3), np.uint8) for _ in range(3)]}
-    cfg = load_config(None, ["restorer=refstar", "restore.adapt_preset=tiny", "restore.adapt_size=64",
+    cfg = load_config(None, ["restorer=refstar", "restore.checkpoint=", "restore.adapt_preset=tiny", "restore.adapt_size=64",
                              "restore.adapt_steps=50", "restore.adapt_time_s=0.000001"])
     net, info = adapt_net(crops, cfg)
     assert net is not None and info["stopped"] == "time" and info["steps"] < info["max_steps"] == 50

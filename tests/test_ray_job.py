@@ -202,7 +202,7 @@ def test_refstar_adapted_per_item_on_ray(cluster, inputs, tmp_path):
     """restorer=refstar adapts a net on each item's own faces on a restore actor, and every
     restore actor restores with it."""
     items = [i for i in archive.list_prefix(str(inputs)) if i.uri.endswith(("one.mp4", "album"))]
-    sets = [*SETS, "restorer=refstar", "restore.adapt_steps=6", "restore.adapt_preset=tiny",
+    sets = [*SETS, "restorer=refstar", "restore.checkpoint=", "restore.adapt_steps=6", "restore.adapt_preset=tiny",
             "restore.adapt_size=64"]
     summary = run_job(items, str(tmp_path), None, sets, OPTS)
     assert summary["done"] == 2, summary

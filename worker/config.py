@@ -91,9 +91,12 @@ class RestoreConfig:
     # leave a face as it is when none of its person's references is references.min_gain times
     # sharper than it (it is among the person's sharpest); false: restore every face
     skip_sharp: bool = True
-    checkpoint: str = ""  # refstar: checkpoint or training-run folder, local or s3:// (fetched once, cached)
-    # refstar: before restoring an item, fine-tune on its own best faces (train from scratch when
-    # there is no checkpoint): each person's sharp faces, degraded, restored with another of them
+    # refstar: "prior" (the face prior shipped in the package), a checkpoint or training-run
+    # folder, local or s3:// (fetched once, cached), or "" (adaptation trains from scratch)
+    checkpoint: str = "prior"
+    # refstar: before restoring an item, fine-tune the checkpoint on its own best faces: each
+    # person's sharp faces, degraded, restored with another of them (no such faces: the
+    # checkpoint restores as it is)
     adapt: bool = True
     adapt_steps: int = 400  # the adaptation budget: a busy machine takes longer, not fewer steps
     # optional cap, s: adaptation stops by then even short of adapt_steps (the manifest and the
@@ -180,7 +183,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "track.iou_min": (0.0, 1.0), "track.max_gap": (0, None), "track.cut_threshold": (0.0, 1.0),
     "track.smooth_window": (1, None),
     "identity.min_faces": (1, None), "identity.min_track_frames": (1, None),
-    "references.top_k": (1, None), "references.candidates_per_track": (1, None),
+    "references.top_k": (0, None), "references.candidates_per_track": (1, None),
     "references.min_gain": (1.0, None), "references.min_quality": (0.0, 1.0),
     "references.min_exposure": (0.0, 1.0),
     "restore.crop_size": (64, 2048), "restore.batch_size": (1, None), "restore.min_face_px": (0, None),

@@ -1,6 +1,7 @@
 """Model files named by URI: a RefSTAR checkpoint on S3 is fetched once into a local cache.
 
-``restore.checkpoint`` may be a local path or ``s3://bucket/prefix``: a checkpoint folder
+``restore.checkpoint`` may be ``prior`` (the shipped face prior, ``refstar.prior``), a local
+path or ``s3://bucket/prefix``: a checkpoint folder
 (``meta.json`` + ``model.safetensors`` [+ ``ema.safetensors``]) or a training run folder, whose
 highest ``checkpoints/step_*`` is taken, as ``refstar.checkpoint.latest`` does locally. Only the
 files inference and fine-tuning read are fetched (never the optimizer state). The cache key is
@@ -41,7 +42,16 @@ def _checkpoint_objects(uri: str) -> list[tuple[str, int, str]]:
 
 
 def local_checkpoint(path: str) -> str:
-    """A local path for ``path``: unchanged unless it is ``s3://``, then the cached copy."""
+    """A local path for ``path``: the shipped face prior for ``prior``, the cached copy for an
+    ``s3://`` one, else ``path`` unchanged."""
+    from refstar.prior import NAME, prior_path
+
+    if path == NAME:
+        found = prior_path()
+        if found is None:
+            raise ModelError("restore.checkpoint=prior: this installation has no face prior "
+                             "(refstar/weights/face_prior); give a checkpoint, or '' to train from scratch")
+        return str(found)
     if not path or not storage.is_s3(path):
         return path
     try:
@@ -66,3 +76,9 @@ def local_checkpoint(path: str) -> str:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return str(dst)
+
+
+def restorer_checkpoint(r) -> str:
+    """The local checkpoint the restorer of ``r`` (a RestoreConfig) reads: "" when it reads
+    none (every restorer but refstar, or refstar training from scratch)."""
+    return local_checkpoint(r.checkpoint) if r.restorer == "refstar" else ""

@@ -21,7 +21,7 @@ from worker.config import Config, with_backend_defaults
 from worker.errors import ModelError
 from worker.lifecycle import Started, finish_item
 from worker.litter import sweep_partials, work_dir
-from worker.models import local_checkpoint
+from worker.models import restorer_checkpoint
 from worker.records import Face, Identity, ItemError, ItemResult
 from worker.staging import item_id, item_kind, stage_input
 
@@ -45,7 +45,7 @@ class Engine:
                                          self.analyzer.track_max_embed_dist)
         r = cfg.restore
         self.adapting = r.adapts
-        checkpoint = local_checkpoint(r.checkpoint)  # an s3:// one is fetched once
+        checkpoint = restorer_checkpoint(r)  # an s3:// one is fetched once
         if self.adapting and checkpoint and not Path(checkpoint).expanduser().exists():
             raise ModelError(f"RefSTAR checkpoint not found: {r.checkpoint}")
         self.restorer = None if self.adapting else make_restorer(
@@ -85,7 +85,7 @@ def adapt_net(crops_by_identity: dict[int, list[np.ndarray]], cfg: Config):
         with heap_allocations():  # a pinned mmap threshold slows every training step
             net, rep = adapt_report(
                 crops_by_identity, preset=r.adapt_preset, steps=r.adapt_steps,
-                time_budget_s=r.adapt_time_s, init=local_checkpoint(r.checkpoint) or None,
+                time_budget_s=r.adapt_time_s, init=restorer_checkpoint(r) or None,
                 size=r.adapt_size, device=r.device, ranges=ranges,
                 log=(lambda line: print(f"adapt: {line}", file=sys.stderr, flush=True)) if cfg.progress else None)
     except ValueError as e:  # no person with two usable crops
@@ -116,7 +116,7 @@ def item_restorer_from(net, info: dict, r):
     from refstar.restorer import make_restorer
 
     if net is None:
-        return make_restorer(info["name"], device=r.device, checkpoint=local_checkpoint(r.checkpoint),
+        return make_restorer(info["name"], device=r.device, checkpoint=restorer_checkpoint(r),
                              strength=r.strength)
     from refstar.refstar_restorer import RefSTARRestorer
 

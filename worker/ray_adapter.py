@@ -160,13 +160,13 @@ class RestoreWorker(_Actor):
 
     def _restorer(self, cfg: Config):
         from refstar.restorer import make_restorer
-        from worker.models import local_checkpoint
+        from worker.models import restorer_checkpoint
 
         r = cfg.restore
         key = (r.restorer, r.device, r.checkpoint, r.strength)
         if key not in self._restorers:
             self._restorers[key] = make_restorer(r.restorer, device=r.device,
-                                                 checkpoint=local_checkpoint(r.checkpoint),
+                                                 checkpoint=restorer_checkpoint(r),
                                                  strength=r.strength)
         return self._restorers[key]
 

@@ -13,7 +13,7 @@ import pytest
 
 from tests.mediagen import FaceScene
 from worker.config import load_config
-from worker.media.video import iter_frames, probe_video
+from worker.media.video import _no_realtime_threads, _realtime_threads, iter_frames, probe_video
 from worker.pipeline import restore_item
 
 pytestmark = pytest.mark.slow
@@ -26,6 +26,8 @@ def _encode(path: Path, size: tuple[int, int], codec: str, n: int = 6, rate: int
     with av.open(str(path), "w") as out:
         vs = out.add_stream(codec, rate=rate)
         vs.width, vs.height, vs.pix_fmt = size[0], size[1], "yuv420p"
+        with _no_realtime_threads():  # libsvtav1 as root: see worker.media.video
+            vs.codec_context.open()
         for i in range(n):
             for packet in vs.encode(av.VideoFrame.from_ndarray(scene.render(i), format="bgr24")):
                 out.mux(packet)
@@ -54,8 +56,11 @@ def test_odd_size_is_written_back_at_its_size(tmp_path):
 def test_av1_stays_av1(tmp_path):
     src = _encode(tmp_path / "clip.mkv", (320, 240), "libsvtav1")
     assert probe_video(src, load_config().limits).codec == "av1"  # whichever decoder reads it
+    assert not _realtime_threads()
     _, dst = _restore(src, tmp_path / "out")
     assert probe_video(dst, load_config().limits).codec == "av1"
+    # SVT-AV1 run as root makes the thread that opens it SCHED_FIFO 99 for good: put back
+    assert not _realtime_threads()
     assert [f.pts for f in iter_frames(dst)] == [f.pts for f in iter_frames(src)]
 
 

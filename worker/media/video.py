@@ -15,6 +15,7 @@ Conventions:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -258,7 +259,7 @@ def check_encodable(src: str | os.PathLike, info: VideoInfo, cfg: OutputConfig) 
 
     with tempfile.TemporaryDirectory(prefix="refstar-check-") as tmp:
         writer = VideoRewriter(src, Path(tmp) / f"check{Path(src).suffix.lower()}", info, cfg)
-        writer.open(open_codec=True)
+        writer.open()
         writer.abort()
 
 
@@ -282,6 +283,43 @@ def _encoder_options(ctx: av.video.codeccontext.VideoCodecContext, name: str, cr
         # fixed quantiser: x264 crf 18 ~ qscale 2, crf 23 ~ 3, crf 28 ~ 4
         ctx.qscale = True
         ctx.global_quality = max(1, min(31, round((crf - 10) / 4))) * 118  # FF_QP2LAMBDA
+
+
+def _realtime_threads() -> set[int]:
+    """Thread ids of this process under a real-time scheduling policy (Linux; else none)."""
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        return set()
+    out = set()
+    for tid in tids:
+        try:
+            if os.sched_getscheduler(tid) in (os.SCHED_FIFO, os.SCHED_RR):
+                out.add(tid)
+        except OSError:  # the thread ended meanwhile
+            pass
+    return out
+
+
+@contextlib.contextmanager
+def _no_realtime_threads():
+    """Put back the normal policy of threads an encoder made real-time. SVT-AV1 (libsvtav1)
+    opened as root switches the opening thread and its own ~40 threads to SCHED_FIFO 99, and
+    the opening thread stays so after the encoder closes: a worker that wrote one AV1 video
+    would then starve every other process on its cores (measured: Ray actors and the other
+    test process stalled for minutes)."""
+    if not hasattr(os, "sched_getscheduler"):
+        yield
+        return
+    before = _realtime_threads()
+    try:
+        yield
+    finally:
+        for tid in _realtime_threads() - before:
+            try:
+                os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+            except OSError:
+                pass
 
 
 class VideoRewriter:
@@ -323,9 +361,10 @@ class VideoRewriter:
         else:
             self.abort()
 
-    def open(self, open_codec: bool = False) -> None:
-        """Create the output and its streams; the encoder itself opens with the first frame, or
-        now with ``open_codec`` (to learn early whether it accepts these settings)."""
+    def open(self) -> None:
+        """Create the output and its streams, and open the encoder (so that a video it cannot
+        take fails before any work, and so that no encoder opens later, outside
+        ``_no_realtime_threads``)."""
         info = self.info
         try:
             self._out = out = av.open(self._tmp, mode="w")
@@ -346,7 +385,7 @@ class VideoRewriter:
             if info.rotation:
                 vs.set_display_rotation(-info.rotation)  # PyAV wants counter-clockwise
             self._video = vs
-            if open_codec:
+            with _no_realtime_threads():
                 ctx.open()
             if info.has_audio:
                 self._open_audio(out)

@@ -1,0 +1,45 @@
+"""jobs/prior.py: the train/held-out split of the real media, and installing a run's weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from jobs.prior import install, split
+from refstar import checkpoint as ckpt
+from refstar.networks import NetConfig, RefSTARNet
+
+
+def _tree(root: Path) -> Path:
+    for name in ("b.mp4", "a.mp4", "d.mp4", "c.mp4", "facenet-pytorch__video.mp4"):
+        (root / "videos").mkdir(parents=True, exist_ok=True)
+        (root / "videos" / name).write_bytes(b"")
+    for rel in ("identities/src/ann/1.jpg", "identities/src/ann/2.JPG", "identities/src/_group/g.jpg",
+                "identities/src/bob/notes.txt", "lq/old.jpg"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"")
+    return root
+
+
+def test_the_split_halves_the_clips_and_the_rotation_swaps_the_halves(tmp_path):
+    a, b = split(_tree(tmp_path), "a"), split(tmp_path, "b")
+    assert a["train_clips"] == ["videos/a.mp4", "videos/c.mp4"] == b["held_out_clips"]
+    assert a["held_out_clips"] == ["videos/b.mp4", "videos/d.mp4"] == b["train_clips"]
+    # labelled photos only: no group photo, no text file, nothing of lq/, and not the crowd clip
+    assert a["photos"] == ["identities/src/ann/1.jpg", "identities/src/ann/2.JPG"] == b["photos"]
+
+
+def test_install_ships_only_the_ema_weights_with_the_split(tmp_path):
+    net = RefSTARNet(NetConfig.preset("tiny"))
+    ema = RefSTARNet(NetConfig.preset("tiny"))
+    ckpt.save_checkpoint(tmp_path / "run" / "checkpoints" / "step_0000010", net, config=net.cfg.to_dict(),
+                         step=10, ema=ema, optimizer_state={"step": 10}, extra={"train_size": 64})
+    parts = {"train_clips": ["videos/a.mp4"], "held_out_clips": ["videos/b.mp4"], "photos": []}
+    out = install(tmp_path / "run", {"split": parts, "command": "python -m jobs.prior ..."}, tmp_path / "prior")
+    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "model.safetensors", "split.json"]
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["step"] == 10 and meta["extra"]["train_size"] == 64
+    assert meta["extra"]["prior"]["command"].startswith("python -m jobs.prior")
+    assert json.loads((out / "split.json").read_text()) == parts
+    shipped = ckpt.load_weights(out)
+    assert all((shipped[k] == v).all() for k, v in ema.state_dict().items())  # the EMA, not the raw
