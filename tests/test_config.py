@@ -42,3 +42,16 @@ def test_config_show_and_bad_file(tmp_path, capsys):
     bad.write_text("- a list\n")
     assert main(["config", "show", "--config", str(bad)]) == 2
     assert "top level must be a mapping" in capsys.readouterr().err
+
+
+def test_a_misspelt_key_gets_a_suggestion(capsys):
+    with pytest.raises(ConfigError, match="did you mean 'restore.fidelity'"):
+        load_config(None, ["restore.fidelty=0.5"])
+    assert main(["config", "show", "--set", "restor.crf=1"]) == 2
+    assert "did you mean 'restore'" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith("refstar 0.")

@@ -23,9 +23,19 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fidelity", type=float, metavar="F", help=FIDELITY_HELP)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("refstar-worker")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="refstar", description="Identity-aware, reference-based face "
                                  "restoration for videos and photo albums.")
+    ap.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("restore", help="restore videos, images or albums (folders of images)")
     r.add_argument("inputs", nargs="+", metavar="INPUT", help="video file, image, or folder of images")

@@ -213,7 +213,11 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     for key, value in data.items():
         name = f"{prefix}{key}"
         if key not in fields:
-            raise ConfigError(f"unknown config key {name!r}; known: {', '.join(sorted(fields))}")
+            import difflib
+
+            near = difflib.get_close_matches(key, fields, n=1)
+            hint = f"did you mean '{prefix}{near[0]}'? " if near else ""
+            raise ConfigError(f"unknown config key {name!r}; {hint}known: {', '.join(sorted(fields))}")
         typ = hints[key]
         if dataclasses.is_dataclass(typ):
             kwargs[key] = _build(typ, value, name + ".")
