@@ -43,3 +43,23 @@ def test_install_ships_only_the_ema_weights_with_the_split(tmp_path):
     assert json.loads((out / "split.json").read_text()) == parts
     shipped = ckpt.load_weights(out)
     assert all((shipped[k] == v).all() for k, v in ema.state_dict().items())  # the EMA, not the raw
+
+
+def test_checkpoint_prior_names_the_installed_prior_or_says_there_is_none(tmp_path, monkeypatch):
+    import pytest
+
+    import refstar.prior
+    from worker.config import load_config
+    from worker.errors import ModelError
+    from worker.models import restorer_checkpoint
+
+    monkeypatch.setattr(refstar.prior, "PRIOR_DIR", tmp_path / "face_prior")
+    r = load_config(None, ["restorer=refstar", "restore.checkpoint=prior"]).restore
+    with pytest.raises(ModelError, match="no face prior"):
+        restorer_checkpoint(r)
+    net = RefSTARNet(NetConfig.preset("tiny"))
+    ckpt.save_checkpoint(tmp_path / "run" / "checkpoints" / "step_0000001", net, config=net.cfg.to_dict(), step=1)
+    install(tmp_path / "run", {"split": {"train_clips": ["videos/a.mp4"], "held_out_clips": [], "photos": []}})
+    assert restorer_checkpoint(r) == str(tmp_path / "face_prior")
+    assert refstar.prior.seen_by_prior() == {"a.mp4"}
+    assert restorer_checkpoint(load_config(None, ["restorer=guided", "restore.checkpoint=prior"]).restore) == ""

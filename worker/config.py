@@ -91,8 +91,9 @@ class RestoreConfig:
     # leave a face as it is when none of its person's references is references.min_gain times
     # sharper than it (it is among the person's sharpest); false: restore every face
     skip_sharp: bool = True
-    # refstar: "prior" (the face prior shipped in the package), a checkpoint or training-run
-    # folder, local or s3:// (fetched once, cached), or "" (adaptation trains from scratch)
+    # refstar: "prior" (the face prior shipped in the package, refstar/weights/MODEL_CARD.md),
+    # a checkpoint or training-run folder, local or s3:// (fetched once, cached), or ""
+    # (adaptation trains from scratch)
     checkpoint: str = "prior"
     # refstar: before restoring an item, fine-tune the checkpoint on its own best faces: each
     # person's sharp faces, degraded, restored with another of them (no such faces: the
