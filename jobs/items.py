@@ -191,16 +191,19 @@ def start_item(pools, item: archive.ArchiveItem, cfg: Config, out_root: str, wor
     """Stage, analyse and plan one item on the pools' actors (``tmp``: its local work folder,
     removed when it finishes); never raises for bad input (the failure is recorded). Finish it
     with ``worker.lifecycle.finish_item``."""
+    from worker.publish import staging_uri, sweep_staging
     from worker.staging import stage_input
 
     iid = archive.item_id(item, cfg)
-    out_dir = storage.join(out_root, iid)  # actors write the restored media straight here
-    result = ItemResult(item_id=iid, source=item.uri, kind=item.kind, output=out_dir)
+    final_dir = storage.join(out_root, iid)
+    result = ItemResult(item_id=iid, source=item.uri, kind=item.kind, output=final_dir)
     result.restorer = {"name": cfg.restore.restorer}
-    st = Started(item.uri, cfg, result, str(tmp / "out" / iid), out_dir, work=tmp)
+    sweep_staging(out_root, iid)
+    out_dir = staging_uri(out_root, iid)  # actors write the restored media here (a shared folder or S3)
+    st = Started(item.uri, cfg, result, out_dir, final_dir, work=tmp)
     try:
         st.cfg, embed_dim = pools.calibrate(cfg)
-        storage.remove_tree_marker(out_dir)
+        storage.remove_tree_marker(final_dir)
         local, refused = stage_input(item.uri, tmp / "in", st.cfg)
         if item.kind == "video":
             st.identities, st.faces, st.finish = plan_video(pools, st.cfg, iid, local, item.uri, out_dir,

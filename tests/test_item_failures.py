@@ -32,18 +32,24 @@ def two_clips(tmp_path):
 
 
 def test_a_failed_publish_fails_its_item_alone(two_clips, tmp_path, capsys):
-    """Writing an item's references fails (a file where its refs/ folder goes): that item gets a
-    failed manifest naming the reason and no _DONE; the next item of the batch still runs."""
+    """Moving an item's references into place fails (a folder where a reference goes, held by
+    another writer's half-written file, which publishing never removes): that item's "ok"
+    manifest, moved in first, is replaced by a failed one naming the reason, with no _DONE; the
+    next item of the batch still runs. Leftovers of an earlier run are cleared."""
     a, b = two_clips
     out = tmp_path / "out"
     blocked = out / item_id(str(a), load_config(None, SETS))
-    blocked.mkdir(parents=True)
-    (blocked / "refs").write_text("in the way")
+    for person in range(3):
+        (blocked / f"refs/{person}/0.png").mkdir(parents=True)
+        (blocked / f"refs/{person}/0.png/.in-use.part").write_text("another writer's")
+    (blocked / "refs/7").mkdir()
+    (blocked / "refs/7/0.png").write_text("an earlier run's")
     assert main(["restore", str(a), str(b), "-o", str(out), *ARGS]) == 1
     m = json.loads((blocked / "manifest.json").read_text())
     assert m["status"] == "failed" and not (blocked / "_DONE").exists()
-    assert any("refs" in e["reason"] for e in m["errors"]), m["errors"]
-    (other,) = [d for d in out.iterdir() if d != blocked]
+    assert any("0.png" in e["reason"] for e in m["errors"]), m["errors"]
+    assert not (blocked / "refs/7").exists()
+    (other,) = [d for d in out.iterdir() if d != blocked and not d.name.startswith("_")]
     assert (other / "_DONE").is_file() and json.loads((other / "manifest.json").read_text())["status"] == "ok"
     assert "2 items: 1 done, 1 failed" in capsys.readouterr().out
 

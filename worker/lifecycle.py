@@ -21,6 +21,7 @@ import cv2
 from worker import storage
 from worker.config import Config, to_dict
 from worker.errors import MediaError, PlacementError, WorkerError
+from worker.publish import discard, publish_lock, swap_in
 from worker.records import Face, Identity, ItemError, ItemResult
 from worker.report import ReportSamples, build_manifest, dumps, ref_path, render_html
 
@@ -33,7 +34,7 @@ class Started:
     uri: str
     cfg: Config  # calibrated to the face backend
     result: ItemResult
-    staged: str  # folder for refs, manifest and report until publishing (the final one when local)
+    staged: str  # this run's folder for all its outputs until publishing (``worker.publish``)
     final_dir: str  # OUT/<item-id>
     t0: float = field(default_factory=time.monotonic)
     work: Path | None = None  # local work folder, removed when the item ends
@@ -75,7 +76,7 @@ def item_error(e: BaseException, uri: str) -> ItemError:
 def finish_item(st: Started) -> ItemResult:
     """Run the item's restore pass and publish it; never raises for the item's own failures
     (a bad file, a storage outage while publishing): they end up in its manifest, without
-    ``_DONE``. Removes the item's work folder."""
+    ``_DONE``. Removes the item's work folder and its staging."""
     result = st.result
     media, files, samples = {}, [], ReportSamples()
     try:
@@ -91,41 +92,47 @@ def finish_item(st: Started) -> ItemResult:
         identities, faces = (st.identities, st.faces) if result.status != "failed" else ([], [])
         try:
             publish(st.staged, result, identities, faces, media, files, samples, to_dict(st.cfg),
-                     final_dir=st.final_dir)
+                    final_dir=st.final_dir)
         except Exception as e:  # noqa: BLE001 - storage outage while publishing: the item failed
             result.status = "failed"
             result.errors.append(item_error(e, st.uri))
-            with contextlib.suppress(Exception):  # a manifest saying "ok" may be up already
-                storage.write_atomic(storage.join(st.final_dir, "manifest.json"), dumps(
-                    build_manifest(result, [], [], media, to_dict(st.cfg), files)))
+            with contextlib.suppress(Exception), publish_lock(st.final_dir) as mine:
+                if mine:  # a manifest saying "ok" may be up already
+                    storage.write_atomic(storage.join(st.final_dir, "manifest.json"), dumps(
+                        build_manifest(result, [], [], media, to_dict(st.cfg), files)))
     finally:
+        with contextlib.suppress(Exception):
+            discard(st.staged)
         if st.work is not None:
             shutil.rmtree(st.work, ignore_errors=True)
     return result
 
 
-def publish(out_dir: str, result: ItemResult, identities: list[Identity], faces: list[Face],
-             media: dict, files: list[dict], samples: ReportSamples, config: dict,
-             final_dir: str | None = None) -> None:
-    """refs, manifest and report into ``out_dir``; uploaded to ``final_dir`` when that differs
-    (S3); then ``_DONE``, last and only for items that completed."""
+def publish(staged: str, result: ItemResult, identities: list[Identity], faces: list[Face],
+            media: dict, files: list[dict], samples: ReportSamples, config: dict, final_dir: str) -> None:
+    """refs, manifest and report into this run's ``staged`` folder beside its media; then,
+    holding the item's publish lock, all of it swapped into ``final_dir`` and ``_DONE`` written
+    last (only for items that completed). A run that loses the item to another run leaves
+    ``final_dir`` as it is: its result says so (status "skipped" unless it failed)."""
     for ident in identities:
         for ref in ident.references:
             ok, buf = cv2.imencode(".png", ref.crop)
-            storage.write_atomic(storage.join(out_dir, ref_path(ident, ref)), buf.tobytes())
+            storage.write_atomic(storage.join(staged, ref_path(ident, ref)), buf.tobytes())
     manifest = build_manifest(result, identities, faces, media, config, files)
-    storage.write_atomic(storage.join(out_dir, "manifest.json"), dumps(manifest))
+    storage.write_atomic(storage.join(staged, "manifest.json"), dumps(manifest))
     if config["output"]["write_report"]:
-        storage.write_atomic(storage.join(out_dir, "report.html"), render_html(manifest, identities, samples))
-    final_dir = final_dir or out_dir
-    if final_dir != out_dir:
-        from worker.staging import upload_tree
-
-        upload_tree(Path(out_dir), final_dir)
-    if result.status in ("ok", "partial"):
-        done = {"item_id": result.item_id, "status": result.status, "finished": time.time()}
-        if not storage.put_done_marker(final_dir, done):  # another worker finished it meanwhile
-            result.errors.append(ItemError(result.source, "item was completed by another run", "publish"))
+        storage.write_atomic(storage.join(staged, "report.html"), render_html(manifest, identities, samples))
+    with publish_lock(final_dir) as mine:
+        if mine:
+            swap_in(staged, final_dir)
+            if result.status in ("ok", "partial"):
+                done = {"item_id": result.item_id, "status": result.status, "finished": time.time()}
+                mine = storage.put_done_marker(final_dir, done)
+    if not mine:
+        if result.status != "failed":
+            result.status = "skipped"
+        result.errors.append(ItemError(result.source, "item was completed (or is being published) by another run; "
+                                       "this run's outputs were discarded", "publish"))
 
 
 def link_started(started: list[Started], base: Config) -> list[dict]:

@@ -22,6 +22,7 @@ from worker.errors import ModelError
 from worker.lifecycle import Started, finish_item
 from worker.litter import sweep_partials, work_dir
 from worker.models import restorer_checkpoint
+from worker.publish import staging_uri, sweep_staging
 from worker.records import Face, Identity, ItemError, ItemResult
 from worker.staging import item_id, item_kind, stage_input
 
@@ -143,8 +144,10 @@ def start_item(src: str | Path, out_root: str, cfg: Config, *, engine: Engine | 
     storage.remove_tree_marker(final_dir)
     if not storage.is_s3(final_dir):
         sweep_partials(Path(final_dir))  # what a killed run left half-written
+    sweep_staging(out_root, iid)
     work = work_dir("refstar-item-")
-    staged = str(work / "out" / iid) if storage.is_s3(final_dir) else final_dir
+    # S3 outputs are written locally first (media writers want files), then uploaded
+    staged = str(work / "out" / iid) if storage.is_s3(final_dir) else staging_uri(out_root, iid)
     st = Started(src, cfg, result, staged, final_dir, work=work)
     try:
         engine = engine or Engine(cfg)

@@ -1,5 +1,5 @@
 """Inputs and outputs that live on S3: items are staged on local disk (PyAV and Pillow want
-seekable local files) and their outputs uploaded, the done-marker last.
+seekable local files); their outputs are published by ``worker.publish``.
 
 Also what makes an item's id deterministic: its URI, the size and version (S3 ETag or local
 mtime) of every file in it, and the config digest.
@@ -82,8 +82,3 @@ def stage_input(uri: str, workdir: Path, cfg: Config) -> tuple[Path, dict[str, s
         storage.download(obj, root / rel)
     return root, refused
 
-
-def upload_tree(local_dir: Path, final_uri: str) -> None:
-    """Upload every file under ``local_dir`` to the same relative keys under ``final_uri``."""
-    for path in sorted(p for p in local_dir.rglob("*") if p.is_file()):
-        storage.upload_file(path, storage.join(final_uri, path.relative_to(local_dir).as_posix()))

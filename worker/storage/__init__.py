@@ -32,7 +32,7 @@ from .s3 import MiB, S3Settings, configure, reset_client
 __all__ = [
     "DONE_MARKER", "MiB", "ObjectNotFound", "S3Settings", "StorageAccessDenied", "StorageError",
     "check_root", "configure", "delete", "download", "event_uri", "exists", "is_s3", "join", "list",
-    "local_path", "makedirs", "open_read", "parse_s3", "put_done_marker", "read_bytes",
+    "local_path", "makedirs", "move", "open_read", "parse_s3", "put_done_marker", "put_if_absent", "read_bytes",
     "relative_to", "remove_tree_marker", "reset_client", "safe_key", "split_names", "stat", "upload_file",
     "write_atomic",
 ]
@@ -175,6 +175,24 @@ def upload_file(local_file: str | os.PathLike[str], uri: str) -> None:
         _local.upload_file(local_file, uri)
 
 
+def move(src_uri: str, dst_uri: str) -> None:
+    """Move one file or object to ``dst_uri``: a rename between local paths, an upload from a
+    local path to S3, a server-side copy between S3 keys; the source is gone afterwards."""
+    if not is_s3(dst_uri):
+        if is_s3(src_uri):
+            _s3.download(src_uri, _local.path_of(dst_uri))
+            _s3.delete(src_uri)
+        else:
+            _local.move(src_uri, dst_uri)
+        return
+    if is_s3(src_uri):
+        _s3.copy(src_uri, dst_uri)
+        _s3.delete(src_uri)
+    else:
+        _s3.upload_file(src_uri, dst_uri)
+        _local.path_of(src_uri).unlink()
+
+
 def download(uri: str, local_file: str | os.PathLike[str]) -> Path:
     """Copy ``uri`` to a local (seekable) file, atomically, and return its path."""
     return _s3.download(uri, local_file) if is_s3(uri) else _local.download(uri, local_file)
@@ -198,13 +216,19 @@ def list(prefix_uri: str, recursive: bool = True,  # noqa: A001 - the brief's na
     return _local.list_files(prefix_uri, recursive)
 
 
+def put_if_absent(uri: str, data: bytes | str) -> bool:
+    """Create ``uri`` only if nothing is there: True if this call created it (of concurrent
+    writers exactly one does), False if it existed."""
+    return _s3.put_if_absent(uri, data) if is_s3(uri) else _local.put_if_absent(uri, data)
+
+
 def put_done_marker(item_uri: str, payload: bytes | str | Mapping[str, Any]) -> bool:
     """Write ``<item_uri>/_DONE`` unless it exists. True if this call claimed the item,
     False if another writer (or an earlier run) already had. Call it after every output."""
     if isinstance(payload, Mapping):
         payload = json.dumps(payload, sort_keys=True) + "\n"
     uri = join(item_uri, DONE_MARKER)
-    return _s3.put_if_absent(uri, payload) if is_s3(uri) else _local.put_if_absent(uri, payload)
+    return put_if_absent(uri, payload)
 
 
 def remove_tree_marker(uri: str) -> None:

@@ -6,6 +6,7 @@ A crash never leaves a partial file under its final name; temporaries are named
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -88,6 +89,19 @@ def write_atomic(uri: str, data: bytes | str | BinaryIO) -> None:
 def upload_file(local: str | os.PathLike[str], uri: str) -> None:
     with open(local, "rb") as src:
         write_atomic(uri, src)
+
+
+def move(src_uri: str, dst_uri: str) -> None:
+    """Rename a file into place (same filesystem: atomic); across filesystems copy then remove."""
+    src, dst = path_of(src_uri), path_of(dst_uri)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(src, dst)
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+        upload_file(src, dst_uri)
+        src.unlink()
 
 
 def download(uri: str, local: str | os.PathLike[str]) -> Path:

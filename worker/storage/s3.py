@@ -256,6 +256,15 @@ def upload_file(local: str | os.PathLike[str], uri: str) -> None:
         raise _error(uri, e) from e
 
 
+def copy(src_uri: str, dst_uri: str) -> None:
+    """Server-side copy (multipart above ``multipart_threshold``, so any object size)."""
+    (sb, sk), (db, dk) = parse(src_uri), parse(dst_uri)
+    try:
+        client().copy({"Bucket": sb, "Key": sk}, db, dk, ExtraArgs=_content_type(dk), Config=transfer_config())
+    except (ClientError, BotoCoreError) as e:
+        raise _error(src_uri, e) from e
+
+
 def download(uri: str, local: str | os.PathLike[str]) -> Path:
     """Download to a local file (boto3 writes a temporary and renames it when complete)."""
     bucket, key = parse(uri)
