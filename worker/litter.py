@@ -40,7 +40,13 @@ def owner() -> str:
     return f"{_host()}-{os.getpid()}"
 
 
-def _owned_by_the_dead(name: str, mark: str) -> bool:
+def dead_owner(who: str) -> bool:
+    """Whether ``who`` (an :func:`owner` string) is a process of this host that no longer runs."""
+    host, _, pid = who.rpartition("-")
+    return host == _host() and pid.isdigit() and not alive(int(pid))
+
+
+def owned_by_the_dead(name: str, mark: str) -> bool:
     m = re.search(rf"{re.escape(mark)}{re.escape(_host())}-(\d+)-", name)
     return bool(m) and not alive(int(m.group(1)))
 
@@ -64,7 +70,7 @@ def sweep_work_dirs(prefix: str) -> int:
     returns how many. A reused PID keeps its folder until that process ends too."""
     gone = 0
     for p in Path(tempfile.gettempdir()).glob(f"{glob.escape(prefix)}*"):
-        if p.is_dir() and _owned_by_the_dead(p.name, prefix):
+        if p.is_dir() and owned_by_the_dead(p.name, prefix):
             shutil.rmtree(p, ignore_errors=True)
             gone += 1
     return gone
@@ -82,7 +88,7 @@ def sweep_partials(folder: Path) -> int:
         return 0
     gone = 0
     for p in folder.rglob(".*.partial-*"):
-        if p.is_file() and _owned_by_the_dead(p.name, ".partial-"):
+        if p.is_file() and owned_by_the_dead(p.name, ".partial-"):
             p.unlink(missing_ok=True)
             gone += 1
     return gone

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import re
 import shutil
 import time
 import uuid
@@ -28,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from worker import storage
-from worker.litter import alive, owner
+from worker.litter import dead_owner, owned_by_the_dead, owner
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +51,7 @@ def sweep_staging(out_root: str, iid: str) -> int:
     root = storage.local_path(storage.join(out_root, STAGING))
     gone = 0
     for p in root.glob(f"{iid}.*") if root.is_dir() else ():
-        m = re.fullmatch(rf"{re.escape(iid)}\.{re.escape(owner().rsplit('-', 1)[0])}-(\d+)-[0-9a-f]+", p.name)
-        if m and not alive(int(m.group(1))):
+        if owned_by_the_dead(p.name, f"{iid}."):
             shutil.rmtree(p, ignore_errors=True)
             gone += 1
     return gone
@@ -79,10 +77,7 @@ def _stale(lock_uri: str) -> bool:
         return True
     except (ValueError, storage.StorageError):
         return False
-    host, _, pid = str(held.get("owner", "")).rpartition("-")
-    if host == owner().rpartition("-")[0] and pid.isdigit() and not alive(int(pid)):
-        return True
-    return time.time() - float(held.get("time", 0)) > STALE_LOCK_S
+    return dead_owner(str(held.get("owner", ""))) or time.time() - float(held.get("time", 0)) > STALE_LOCK_S
 
 
 @contextmanager

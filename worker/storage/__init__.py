@@ -179,11 +179,7 @@ def move(src_uri: str, dst_uri: str) -> None:
     """Move one file or object to ``dst_uri``: a rename between local paths, an upload from a
     local path to S3, a server-side copy between S3 keys; the source is gone afterwards."""
     if not is_s3(dst_uri):
-        if is_s3(src_uri):
-            _s3.download(src_uri, _local.path_of(dst_uri))
-            _s3.delete(src_uri)
-        else:
-            _local.move(src_uri, dst_uri)
+        _local.move(src_uri, dst_uri)
         return
     if is_s3(src_uri):
         _s3.copy(src_uri, dst_uri)

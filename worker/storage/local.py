@@ -6,7 +6,6 @@ A crash never leaves a partial file under its final name; temporaries are named
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import tempfile
@@ -92,16 +91,10 @@ def upload_file(local: str | os.PathLike[str], uri: str) -> None:
 
 
 def move(src_uri: str, dst_uri: str) -> None:
-    """Rename a file into place (same filesystem: atomic); across filesystems copy then remove."""
-    src, dst = path_of(src_uri), path_of(dst_uri)
+    """Rename a file into place (staging lies beside the outputs: one filesystem, atomic)."""
+    dst = path_of(dst_uri)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(src, dst)
-    except OSError as e:
-        if e.errno != errno.EXDEV:
-            raise
-        upload_file(src, dst_uri)
-        src.unlink()
+    os.replace(path_of(src_uri), dst)
 
 
 def download(uri: str, local: str | os.PathLike[str]) -> Path:
