@@ -9,9 +9,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from refstar.align import estimate_affine, warp_face
 from refstar.degradations import DegradationParams, degrade
 from worker.config import load_config
-from worker.faces.align import estimate_affine, warp_face
 from worker.media.video import VideoRewriter, iter_frames, probe_video
 from worker.records import Frame
 

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._baseline import train_baseline  # noqa: E402
 from bench._common import real_data_root  # noqa: E402
 from refstar.adapt import adapt_report  # noqa: E402
+from refstar.align import estimate_affine, warp_face  # noqa: E402
 from refstar.degradations import degrade, sample_params  # noqa: E402
 from refstar.guided import GuidedRestorer  # noqa: E402
 from refstar.metrics import flicker, psnr  # noqa: E402
@@ -41,7 +42,6 @@ from refstar.refstar_restorer import RefSTARRestorer  # noqa: E402
 from refstar.restorer import bgr_to_tensor, tensor_to_bgr  # noqa: E402
 from refstar.training.dataset import ADAPT_RANGES, FacePairs, PairConfig  # noqa: E402
 from worker.config import DetectConfig  # noqa: E402
-from worker.faces.align import estimate_affine, warp_face  # noqa: E402
 from worker.faces.base import make_analyzer  # noqa: E402
 from worker.media.video import iter_frames  # noqa: E402
 

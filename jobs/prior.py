@@ -59,7 +59,7 @@ def _largest(analyzer, image: np.ndarray):
 
 
 def _crop(image: np.ndarray, face, min_face: int) -> np.ndarray | None:
-    from worker.faces.align import estimate_affine, warp_face
+    from refstar.align import estimate_affine, warp_face
 
     if face is None or min(face.bbox[2] - face.bbox[0], face.bbox[3] - face.bbox[1]) < min_face:
         return None

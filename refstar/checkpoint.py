@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from worker.errors import ModelError
+from refstar.errors import ModelError
 
 FORMAT = "refstar-checkpoint/1"
 WEIGHTS, EMA, META, OPTIM = "model.safetensors", "ema.safetensors", "meta.json", "optimizer.pt"

@@ -26,8 +26,8 @@ import cv2
 import numpy as np
 import torch
 
+from refstar.align import face_mask
 from refstar.restorer import Restored, has_reference
-from worker.faces.align import face_mask
 
 SIGMA_GRID = (0.6, 1.0, 1.5, 2.0, 2.6, 3.3, 4.2, 5.5)  # input blur, px of the crop
 BLIND_SIGMA = 3.0  # unsharp scale without a reference, px of a 256 crop

@@ -1,7 +1,7 @@
 """RefSel training masks (our reading of the RefSel-HQ pipeline): where may a reference be used?
 
 For a (GT, reference) pair of crops of one person, both aligned to the landmark template
-(``worker.faces.align.template``):
+(``refstar.align.template``):
 
 1. **Refine the alignment.** Dense flow (OpenCV DIS) from the GT to the reference; the smooth part
    of the flow warps the reference onto the GT (landmark alignment leaves a few pixels of error
@@ -21,13 +21,14 @@ writes masks for an identity-folder dataset plus side-by-side previews.
 from __future__ import annotations
 
 import argparse
+import sys
 from functools import lru_cache
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from worker.faces.align import face_mask, template
+from refstar.align import face_mask, template
 
 MIN_WORK, MAX_WORK = 128, 256  # flow and agreement run at this size (px): robust and fast
 MOUTH_AGREE_MIN = 0.55  # mean agreement in the mouth below this = the expression differs
@@ -177,16 +178,19 @@ def preview(gt: np.ndarray, ref: np.ndarray, mask: np.ndarray, ref_w: np.ndarray
 def main(argv: list[str] | None = None) -> int:
     """CLI: masks and previews for consecutive pairs within each identity folder."""
     ap = argparse.ArgumentParser(prog="python -m refstar.masks", description=__doc__.split("\n")[0])
-    ap.add_argument("dataset", help="identity-folder tree: DATASET/<person>/*.jpg|png")
+    ap.add_argument("dataset", help="identity-folder tree of template-aligned square crops: DATASET/<person>/*.png "
+                    "(a worker item's refs/, or the faces jobs.prior extracts)")
     ap.add_argument("out", help="writes OUT/<person>/<gt>__<ref>.png (mask) and *_preview.jpg")
     ap.add_argument("--size", type=int, default=256, help="aligned crop size, px")
     ap.add_argument("--max-pairs", type=int, default=4, help="pairs per identity")
-    ap.add_argument("--aligned", action="store_true",
-                    help="the images are template-aligned crops already (skip face detection)")
     args = ap.parse_args(argv)
-    from refstar.training.dataset import load_identity_folder  # detection is only needed here
+    from refstar.training.dataset import load_identity_folder
 
-    crops = load_identity_folder(args.dataset, args.size, aligned=True if args.aligned else None)
+    try:  # this library does not detect faces: only aligned crops are read
+        crops = load_identity_folder(args.dataset, args.size, aligned=True)
+    except (OSError, ValueError) as e:
+        print(f"python -m refstar.masks: {args.dataset}: {e}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     total = 0
     for person, items in crops.items():

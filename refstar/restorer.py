@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from worker.errors import ModelError
+from refstar.errors import ModelError
 
 CHOICES = ("guided", "none", "refstar")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from refstar.align import estimate_affine, face_mask, invert_affine, warp_face
 from refstar.metrics import psnr
-from tests.test_align import S, astronaut, insightface_photo
+from tests.refstar.test_align import S, astronaut, insightface_photo
 from worker.config import PasteConfig
-from worker.faces.align import estimate_affine, face_mask, invert_affine, warp_face
 from worker.paste import Paste, color_match, paste_faces
 
 MASK = face_mask(S, 0.08)

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
+from refstar.align import estimate_affine, warp_face
 from worker.config import DetectConfig, ReferenceConfig
-from worker.faces.align import estimate_affine, warp_face
 from worker.faces.base import make_analyzer
 from worker.quality import exposure, face_quality, frontalness, head_pose
 from worker.records import Face

@@ -18,11 +18,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from refstar.align import estimate_affine, warp_face
 from worker import storage
 from worker.analyse import measure
 from worker.config import Config
 from worker.errors import MediaError
-from worker.faces.align import estimate_affine, warp_face
 from worker.faces.verify import face_confidence_at
 from worker.library import library_for, summary
 from worker.media.image import is_image_name, list_album, read_image, write_image

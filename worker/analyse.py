@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from refstar.align import estimate_affine, warp_face
 from worker.config import Config
-from worker.faces.align import estimate_affine, warp_face
 from worker.faces.base import FaceAnalyzer
 from worker.media.video import VideoInfo, iter_frames
 from worker.progress import Progress

@@ -131,7 +131,7 @@ def run_restore(inputs: list[str], output: str, cfg, force: bool = False) -> int
 
 
 def _train(rest: list[str]) -> int:
-    from refstar.training.cli import add_train_arguments, run_train
+    from jobs.train import add_train_arguments, run_train
 
     return run_train(add_train_arguments(argparse.ArgumentParser(prog="refstar train")).parse_args(rest))
 
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_demo(args.output, cfg, frames=args.frames)
     from worker import storage
-    from worker.errors import WorkerError
+    from worker.errors import EXPECTED_ERRORS
     from worker.signals import exit_status, sigterm_unwinds
 
     if "://" not in args.output and Path(args.output).exists() and not Path(args.output).is_dir():
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         storage.check_root(args.output)
         with sigterm_unwinds():
             return run_restore(args.inputs, args.output, cfg, force=args.force)
-    except (WorkerError, ValueError) as e:  # a model, backend or library that cannot be loaded at all
+    except (*EXPECTED_ERRORS, ValueError) as e:  # a model, backend or library that cannot be loaded at all
         print(f"refstar: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:

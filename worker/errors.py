@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from refstar.errors import ModelError, RefstarError
+
 
 class WorkerError(Exception):
     """Base of the worker's expected failures (bad input, missing model, bad config)."""
@@ -16,9 +18,11 @@ class MediaError(WorkerError):
         self.reason = reason
 
 
-class ModelError(WorkerError):
-    """A model (face backend, restorer checkpoint) that is missing or unusable."""
-
-
 class PlacementError(WorkerError):
     """Actors a job needs could not be placed on its cluster in time: the job cannot go on."""
+
+
+# What a job reports as the item's (or the run's) error line rather than as an internal error.
+EXPECTED_ERRORS: tuple[type[Exception], ...] = (WorkerError, RefstarError)
+
+__all__ = ["EXPECTED_ERRORS", "MediaError", "ModelError", "PlacementError", "RefstarError", "WorkerError"]

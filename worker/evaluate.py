@@ -29,11 +29,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from refstar.align import estimate_affine, face_mask, warp_face
 from refstar.metrics import flicker, identity_similarity, psnr, ssim, temporal_change
 from worker.config import Config, LimitsConfig
 from worker.errors import MediaError
 from worker.evaluate_report import PSNR_CAP_DB, CandidateScores, FrameSelection, parse_frames
-from worker.faces.align import estimate_affine, face_mask, warp_face
 from worker.media.image import is_image_name, list_album, read_image
 from worker.media.video import VideoInfo, iter_frames, probe_video
 from worker.progress import Progress

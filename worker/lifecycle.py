@@ -20,7 +20,7 @@ import cv2
 
 from worker import storage
 from worker.config import Config, to_dict
-from worker.errors import MediaError, PlacementError, WorkerError
+from worker.errors import EXPECTED_ERRORS, MediaError, PlacementError
 from worker.publish import discard, publish_lock, swap_in
 from worker.records import Face, Identity, ItemError, ItemResult
 from worker.report import ReportSamples, build_manifest, dumps, ref_path, render_html
@@ -67,7 +67,7 @@ def item_error(e: BaseException, uri: str) -> ItemError:
         return ItemError(e.file, e.reason, "item")
     if isinstance(e, PlacementError):
         return ItemError(uri, str(e), "job")
-    if isinstance(e, WorkerError):
+    if isinstance(e, EXPECTED_ERRORS):
         return ItemError(uri, str(e), "item")
     return ItemError(uri, f"internal error: {traceback.format_exception_only(type(e), e)[-1].strip()}"
                      .splitlines()[0], "item")

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from refstar.align import invert_affine, transform_points, warp_face
 from worker.config import PasteConfig
-from worker.faces.align import invert_affine, transform_points, warp_face
 
 
 @dataclass

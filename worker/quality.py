@@ -76,7 +76,7 @@ def head_pose(kps: np.ndarray) -> tuple[float, float]:
 @functools.cache
 def _face_fill() -> float:
     """Face size (``Face.size``: 2.5 x eye-to-mouth distance) over the side of an aligned crop."""
-    from worker.faces.align import template
+    from refstar.align import template
 
     t = template(512)
     return float(2.5 * np.linalg.norm((t[3] + t[4]) / 2 - (t[0] + t[1]) / 2) / 512)

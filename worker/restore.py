@@ -6,9 +6,9 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
+from refstar.align import estimate_affine, face_mask, warp_face
 from refstar.restorer import Restorer, bgr_to_tensor, tensor_to_bgr
 from worker.config import Config
-from worker.faces.align import estimate_affine, face_mask, warp_face
 from worker.paste import Paste, paste_faces
 from worker.records import Face, Frame, Reference
 

@@ -3,7 +3,8 @@
 Sources, all ending as ``{identity: [aligned BGR uint8 crops]}``:
 
 - an identity-folder tree (CelebRef-HQ style, ``root/<person>/*.jpg|png``) of aligned crops or
-  full photos (``load_identity_folder``: photos are detected and aligned with the dlib backend);
+  full photos (``load_identity_folder``: photos are detected and aligned by the ``analyzer`` the
+  caller passes, e.g. the worker's ``make_analyzer``: this package does not detect faces itself);
 - a worker job's output (``<item>/refs/<identity>/*.png``, the chosen aligned references) plus
   crops the caller passes in memory (video items: the sharp faces it kept);
 - an in-memory dict of crops per identity (per-job adaptation).
@@ -26,9 +27,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from refstar.align import estimate_affine, template, warp_face
 from refstar.degradations import DegradationParams, DegradationRanges, degrade, sample_params
 from refstar.masks import make_mask
-from worker.faces.align import estimate_affine, template, warp_face
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -78,10 +79,8 @@ def align_photo(image: np.ndarray, size: int, analyzer=None, aligned: bool | Non
     if aligned is True and square:
         return _resize(image, size)
     if analyzer is None:
-        from worker.config import DetectConfig
-        from worker.faces.base import make_analyzer
-
-        analyzer = make_analyzer(DetectConfig())
+        raise ValueError("this photo needs its face found: pass an analyzer (anything with "
+                         "analyze(image) -> faces with bbox and kps), or aligned=True for aligned crops")
     faces = analyzer.analyze(np.ascontiguousarray(image))
     if not faces:
         return _resize(image, size) if square and aligned is None else None
@@ -167,9 +166,9 @@ class FacePairs(Dataset):
 
     @classmethod
     def from_folder(cls, root: str | Path, cfg: PairConfig | None = None,
-                    aligned: bool | None = None) -> FacePairs:
+                    aligned: bool | None = None, analyzer=None) -> FacePairs:
         cfg = cfg or PairConfig()
-        tree = load_identity_folder(root, cfg.size, aligned)
+        tree = load_identity_folder(root, cfg.size, aligned, analyzer)
         return cls({k: list(v.values()) for k, v in tree.items()}, cfg)
 
     @classmethod

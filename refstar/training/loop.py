@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from refstar import checkpoint as ckpt
 from refstar.degradations_torch import TorchDegradation
+from refstar.errors import ModelError
 from refstar.losses import (
     charbonnier,
     d_hinge_loss,
@@ -42,7 +43,6 @@ from refstar.losses import (
 )
 from refstar.restorer import resolve_device
 from refstar.training.dataset import collate_pairs
-from worker.errors import ModelError
 
 
 def build_net(preset: str, size: int, init: str | None = None, seed: int = 0) -> torch.nn.Module:

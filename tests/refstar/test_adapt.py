@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from refstar.adapt import adapt_report
+from refstar.align import estimate_affine, warp_face
 from refstar.degradations import degrade, sample_params
 from refstar.guided import GuidedRestorer
 from refstar.metrics import psnr
@@ -19,7 +20,6 @@ from refstar.refstar_restorer import RefSTARRestorer
 from refstar.restorer import bgr_to_tensor, tensor_to_bgr
 from refstar.training.dataset import ADAPT_RANGES
 from worker.config import DetectConfig
-from worker.faces.align import estimate_affine, warp_face
 from worker.faces.base import make_analyzer
 from worker.synthetic import FaceScene
 

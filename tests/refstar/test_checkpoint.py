@@ -14,8 +14,8 @@ from refstar.checkpoint import (
     read_meta,
     save_checkpoint,
 )
+from refstar.errors import ModelError
 from refstar.networks import NetConfig, RefSTARNet
-from worker.errors import ModelError
 
 
 def _net(seed: int) -> RefSTARNet:

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from refstar.align import template
 from refstar.degradations import DegradationParams
 from refstar.training.dataset import (
     FacePairs,
@@ -17,7 +18,8 @@ from refstar.training.dataset import (
     load_identity_folder,
 )
 from tests.refstar.test_masks import _scene_crops
-from worker.faces.align import template
+from worker.config import DetectConfig
+from worker.faces.base import make_analyzer
 from worker.synthetic import face_photos
 
 S = 64
@@ -91,16 +93,20 @@ def test_identity_folder_aligns_photos_and_job_output(tmp_path, crops):
     cv2.imwrite(str(tmp_path / "ds" / "p1" / "a.jpg"), photo)
     cv2.imwrite(str(tmp_path / "ds" / "p1" / "b.png"), cv2.resize(photo, None, fx=1.3, fy=1.3))
     (tmp_path / "ds" / "_group").mkdir()  # skipped
-    tree = load_identity_folder(tmp_path / "ds", 128)
+    analyzer = make_analyzer(DetectConfig())
+    tree = load_identity_folder(tmp_path / "ds", 128, analyzer=analyzer)
     assert list(tree) == ["p1"] and sorted(tree["p1"]) == ["a.jpg", "b.png"]
     # both photos of one face, aligned to the template: their crops nearly coincide
     a, b = (tree["p1"][k].astype(np.float32) for k in ("a.jpg", "b.png"))
     assert np.abs(a - b).mean() < 20
     # an aligned crop is recognised as such (kept, only resized)
     aligned = tree["p1"]["a.jpg"]
-    assert np.array_equal(align_photo(aligned, 128), aligned)
+    assert np.array_equal(align_photo(aligned, 128, analyzer), aligned)
+    with pytest.raises(ValueError, match="pass an analyzer"):  # refstar does not detect faces itself
+        align_photo(photo, 128)
+    assert np.array_equal(align_photo(aligned, 128, aligned=True), aligned)
     assert template(128).shape == (5, 2)
-    ds = FacePairs.from_folder(tmp_path / "ds", PairConfig(size=S))
+    ds = FacePairs.from_folder(tmp_path / "ds", PairConfig(size=S), analyzer=analyzer)
     assert len(ds) == 2
     # job output: refs/<identity>/*.png plus crops passed in memory
     (tmp_path / "item" / "refs" / "0").mkdir(parents=True)

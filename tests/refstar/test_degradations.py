@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from refstar.align import estimate_affine, warp_face
 from refstar.degradations import (
     DegradationParams,
     DegradationRanges,
@@ -16,8 +17,7 @@ from refstar.degradations import (
     sample_params,
 )
 from refstar.metrics import psnr
-from tests.test_align import S, astronaut
-from worker.faces.align import estimate_affine, warp_face
+from tests.refstar.test_align import S, astronaut
 
 P = DegradationParams(blur_sigma=2.0, scale=4.0, noise_sigma=5.0, jpeg_quality=50, seed=7)
 

@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 import torch
 
+from refstar.align import estimate_affine, face_mask, transform_points, warp_face
 from refstar.degradations import DegradationParams, clean, degrade
+from refstar.errors import ModelError
 from refstar.guided import GuidedRestorer
 from refstar.metrics import psnr
 from refstar.restorer import (
@@ -27,9 +29,7 @@ from refstar.restorer import (
     make_restorer,
     tensor_to_bgr,
 )
-from tests.test_align import S, astronaut, insightface_photo
-from worker.errors import ModelError
-from worker.faces.align import estimate_affine, face_mask, transform_points, warp_face
+from tests.refstar.test_align import S, astronaut, insightface_photo
 
 P = DegradationParams(blur_sigma=2.0, scale=4.0, noise_sigma=5.0, jpeg_quality=50, seed=1)
 MASK = face_mask(S, 0.08)  # where PSNR is measured: the region that gets pasted

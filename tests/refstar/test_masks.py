@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
+from refstar.align import template
 from refstar.masks import main, make_mask, regions
-from worker.faces.align import template
 from worker.synthetic import FaceScene
 
 S = 128
@@ -83,10 +83,17 @@ def test_cli_writes_masks_and_previews(tmp_path, crops):
         (tmp_path / "data" / person).mkdir(parents=True)
         for i, c in enumerate(items[:2]):
             cv2.imwrite(str(tmp_path / "data" / person / f"{i}.png"), c)
-    assert main([str(tmp_path / "data"), str(tmp_path / "out"), "--size", "128", "--aligned"]) == 0
+    assert main([str(tmp_path / "data"), str(tmp_path / "out"), "--size", "128"]) == 0
     pngs = sorted((tmp_path / "out").rglob("*__*.png"))
     previews = sorted((tmp_path / "out").rglob("*_preview.jpg"))
     assert len(pngs) == 4 and len(previews) == 4
     m = cv2.imread(str(pngs[0]), cv2.IMREAD_UNCHANGED)
     assert m.shape == (128, 128) and m.max() > 0
     assert cv2.imread(str(previews[0])).shape == (128, 4 * 128, 3)
+
+
+def test_cli_refuses_a_photo_that_is_not_an_aligned_crop(tmp_path, crops, capsys):
+    (tmp_path / "data" / "p").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "data" / "p" / "wide.png"), np.zeros((40, 60, 3), np.uint8))
+    assert main([str(tmp_path / "data"), str(tmp_path / "out")]) == 2
+    assert "pass an analyzer" in capsys.readouterr().err

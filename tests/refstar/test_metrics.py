@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from refstar.align import estimate_affine, warp_face
 from refstar.metrics import flicker, psnr, ssim
-from tests.test_align import S, astronaut
-from worker.faces.align import estimate_affine, warp_face
+from tests.refstar.test_align import S, astronaut
 
 
 def _crop() -> np.ndarray:

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from refstar.align import estimate_affine, warp_face
 from refstar.degradations import DegradationParams, degrade
 from refstar.metrics import psnr
 from refstar.prior import NAME, PRIOR_DIR, prior_path, seen_by_prior
 from refstar.refstar_restorer import RefSTARRestorer
 from refstar.restorer import bgr_to_tensor, tensor_to_bgr
 from worker.config import DetectConfig, load_config
-from worker.faces.align import estimate_affine, warp_face
 from worker.faces.base import make_analyzer
 from worker.synthetic import FaceScene
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from refstar.checkpoint import save_checkpoint
+from refstar.errors import ModelError
 from refstar.networks import NetConfig, RefSTARNet
 from refstar.refstar_restorer import RefSTARRestorer
 from refstar.restorer import Restorer, make_restorer
-from worker.errors import ModelError
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,9 @@
 import cv2
 import numpy as np
 
+from refstar.align import estimate_affine, warp_face
 from tests.mediagen import face_box, face_photos
 from worker.cli import main
-from worker.faces.align import estimate_affine, warp_face
 
 
 def identity_tree(root) -> None:

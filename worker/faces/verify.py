@@ -15,7 +15,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from worker.faces.align import estimate_affine, warp_face
+from refstar.align import estimate_affine, warp_face
 
 SIDE = 160  # px: the crop MMOD looks at; the face in it is ~95 px, over MMOD's 80 px window
 # where the restoration template puts the face box, as fractions of the crop side (MMOD's boxes

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from worker.faces.align import (
+from refstar.align import (
     estimate_affine,
     face_mask,
     invert_affine,

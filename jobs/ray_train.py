@@ -1,6 +1,6 @@
 """The same training loop under Ray Train (``TorchTrainer``): data-parallel DDP over workers.
 
-The only module of ``refstar`` that imports Ray (lazily, inside functions). Each worker builds
+Ray stays out of ``refstar`` (a leaf library): this job module imports it, lazily. Each worker builds
 the dataset and the net, wraps them with ``ray.train.torch.prepare_model`` (DDP, device) and
 ``prepare_data_loader`` (DistributedSampler), and runs ``Trainer``; rank 0 writes checkpoints
 to the shared ``out_dir`` and every rank calls ``ray.train.report`` at each checkpoint (rank 0
@@ -46,7 +46,10 @@ def _worker_loop(config: dict[str, Any]) -> None:
     train_cfg: TrainConfig = config["train_cfg"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    data = FacePairs.from_folder(config["data"], pair_cfg, aligned=config.get("aligned"))
+    from jobs.train import photo_analyzer
+
+    aligned = config.get("aligned")
+    data = FacePairs.from_folder(config["data"], pair_cfg, aligned=aligned, analyzer=photo_analyzer(aligned))
     # batches without any reference skip the reference branch: DDP must allow unused params
     net = ray.train.torch.prepare_model(
         build_net(config["preset"], pair_cfg.size, config["init"], train_cfg.seed),
