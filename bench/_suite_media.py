@@ -81,9 +81,9 @@ def make_degraded(clip: Path, out_dir: Path, frames: int, strengths: list[str], 
 
 def before_after(before: np.ndarray, after: np.ndarray, analyzer, side: int = 256) -> list[dict]:
     """Per face found on ``before``: its aligned crop from both images (same geometry), side by
-    side, and a no-reference sharpness of each (``worker.quality.sharpness``, 0..1, measured at
+    side, and a no-reference sharpness of each (``worker.stages.quality.sharpness``, 0..1, measured at
     the face's own resolution)."""
-    from worker.quality import sharpness
+    from worker.stages.quality import sharpness
 
     rows = []
     for face in analyzer.analyze(before):

@@ -23,11 +23,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import default_clip  # noqa: E402
-from worker.analyse import analyse_video  # noqa: E402
 from worker.config import load_config  # noqa: E402
+from worker.item.pipeline import Engine  # noqa: E402
 from worker.media.video import iter_frames, probe_video  # noqa: E402
-from worker.pipeline import Engine  # noqa: E402
-from worker.track import iou  # noqa: E402
+from worker.stages.analyse import analyse_video  # noqa: E402
+from worker.stages.track import iou  # noqa: E402
 
 
 def run(path: str, stride: int, frames: int):

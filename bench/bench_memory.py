@@ -24,7 +24,7 @@ PIPELINE_CHILD = """
 import sys, tempfile
 sys.path.insert(0, {root!r})
 from worker.config import load_config
-from worker.pipeline import restore_item
+from worker.item.pipeline import restore_item
 src, dst = sys.argv[1], sys.argv[2]
 res = restore_item(src, dst, load_config(None, ["progress=false", *sys.argv[3:]]))
 assert res.status == "ok", res.errors

@@ -24,9 +24,9 @@ import ray
 from jobs.restore import run_job
 from tests.mediagen import FaceScene
 from tests.test_segments import gop_video
-from worker import archive
+from worker.cluster.ray_pools import PoolOptions, Pools
+from worker.collection import archive
 from worker.config import load_config
-from worker.ray_pools import PoolOptions, Pools
 
 SETS = ["progress=false", "restore.crop_size=256"]
 

@@ -13,7 +13,7 @@ whole frame); the worker restores that clip once per row:
 - ``refstar, no ref`` / ``refstar + ref``: RefSTAR adapted from scratch on the clip's own sharp
   faces (``restorer=refstar``, ``--adapt-steps``), restoring without and with references.
 
-Each output is scored by ``worker.evaluate`` against the original clip (faces detected on the
+Each output is scored by ``worker.outputs.evaluate`` against the original clip (faces detected on the
 original, crops cut at the same geometry): PSNR, its gain over ``none`` and SSIM on the degraded
 frames, identity similarity to the original and to the references (those of ``guided + ref``
 for rows without their own), flicker over all frames (candidate minus original frame-to-frame
@@ -34,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import real_data_root  # noqa: E402
 from refstar.degradations import DegradationParams, degrade  # noqa: E402
 from worker.config import load_config  # noqa: E402
-from worker.evaluate import evaluate  # noqa: E402
-from worker.evaluate_report import adapt_seconds, render_html, summarise  # noqa: E402
+from worker.item.pipeline import restore_item  # noqa: E402
 from worker.media.video import VideoRewriter, iter_frames, probe_video  # noqa: E402
-from worker.pipeline import restore_item  # noqa: E402
+from worker.outputs.evaluate import evaluate  # noqa: E402
+from worker.outputs.evaluate_report import adapt_seconds, render_html, summarise  # noqa: E402
 from worker.records import Frame  # noqa: E402
 
 CLIPS = ["video-retalking__face_3.mp4", "SadTalker__WDA_KatieHill_000.mp4", "LivePortrait__driving_d12.mp4"]

@@ -8,7 +8,7 @@ Per clip of ``../shared/data/videos`` (``--clips`` picks those whose name contai
 strings): the first ``--frames`` frames, the face regions of every third frame degraded at each
 strength (``bench/_suite_media.py``: x2, x4, x8 area-down with blur, noise and JPEG scaled
 along), restored by the worker once per run (``--run``; default: one run with the worker's
-defaults) and scored against the untouched clip with ``worker.evaluate``: PSNR and SSIM gain
+defaults) and scored against the untouched clip with ``worker.outputs.evaluate``: PSNR and SSIM gain
 over the degraded input on the degraded frames' faces, identity similarity to the clean face
 (input and output), flicker against the clean clip (frame-to-frame change of the output's face
 crops over the clean clip's, all frames; 1 = as steady as the original), seconds per frame (the
@@ -41,9 +41,9 @@ from bench._suite_media import STRENGTHS, before_after, make_degraded  # noqa: E
 from bench._suite_report import clip_rows, photo_rows, print_tables, render_html  # noqa: E402
 from refstar.prior import seen_by_prior  # noqa: E402
 from worker.config import load_config  # noqa: E402
-from worker.evaluate import evaluate  # noqa: E402
-from worker.evaluate_report import summarise  # noqa: E402
-from worker.pipeline import Engine, restore_item  # noqa: E402
+from worker.item.pipeline import Engine, restore_item  # noqa: E402
+from worker.outputs.evaluate import evaluate  # noqa: E402
+from worker.outputs.evaluate_report import summarise  # noqa: E402
 
 
 def parse_runs(specs: list[str]) -> dict[str, list[str]]:

@@ -1,5 +1,5 @@
-"""The Ray executor of the item lifecycle (``worker.lifecycle``): ``start_item`` stages an item
-and analyses and plans it on the pools' actors; ``worker.lifecycle.finish_item`` runs the restore
+"""The Ray executor of the item lifecycle (``worker.item.lifecycle``): ``start_item`` stages an item
+and analyses and plans it on the pools' actors; ``worker.item.lifecycle.finish_item`` runs the restore
 pass it returns and publishes it. The archive job runs them back to back, or, when it links
 identities across the archive, starts every item before finishing any.
 """
@@ -11,23 +11,25 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from worker import archive, storage
+from worker import storage
+from worker.collection import archive
 from worker.config import Config
 from worker.errors import MediaError
-from worker.lifecycle import Started
+from worker.item.lifecycle import Started
+from worker.outputs.report import ReportSamples
 from worker.records import ItemResult
-from worker.report import ReportSamples
 
 
 def plan_video(pools, cfg: Config, iid: str, src: Path, uri: str, out_dir: str, work: str,
                result: ItemResult, on_restore: Callable[[], None] | None = None):
-    """A video as ``worker.video_item.restore_video`` does it, in keyframe-aligned segments:
+    """A video as ``worker.item.video_item.restore_video`` does it, in keyframe-aligned segments:
     analysed and planned now; returns its identities, faces and the restore pass to run later."""
+    from worker.cluster.ray_pools import fan_out
+    from worker.item.segments import merge_analyses
+    from worker.media.segments import packet_index, plan_segments
     from worker.media.video import check_encodable, probe_video
-    from worker.plan import plan_video_item
     from worker.progress import Progress
-    from worker.ray_pools import fan_out
-    from worker.segments import merge_analyses, packet_index, plan_segments
+    from worker.stages.plan import plan_video_item
 
     timings, per = result.timings, pools.opts.in_flight_per_actor
     t = time.monotonic()
@@ -50,12 +52,12 @@ def plan_video(pools, cfg: Config, iid: str, src: Path, uri: str, out_dir: str, 
 
 def _restore_video(pools, cfg, iid, src, uri, out_dir, work, result, on_restore, info, segs, analysis,
                    identities, by_frame):
-    from worker.pipeline import media_dict, video_counts
-    from worker.plan import assign_references
+    from worker.cluster.ray_adapter import join
+    from worker.cluster.ray_pools import fan_out
+    from worker.item.pipeline import media_dict, video_counts
+    from worker.item.video_item import adaptation_crops
     from worker.progress import Progress
-    from worker.ray_adapter import join
-    from worker.ray_pools import fan_out
-    from worker.video_item import adaptation_crops
+    from worker.stages.plan import assign_references
 
     timings, per = result.timings, pools.opts.in_flight_per_actor
     refs = assign_references(analysis.faces, identities, cfg)  # linking may have changed them
@@ -98,13 +100,13 @@ def _restore_video(pools, cfg, iid, src, uri, out_dir, work, result, on_restore,
 
 def plan_album(pools, cfg: Config, embed_dim: int, iid: str, src: Path, uri: str, out_dir: str,
                result: ItemResult, refused: dict[str, str]):
-    """An album as ``worker.album_item.restore_album`` does it, its images spread over the
+    """An album as ``worker.item.album_item.restore_album`` does it, its images spread over the
     analysis actors: analysed and planned now; returns its identities, faces and the restore
     pass (restore actors) to run later."""
-    from worker.album_item import AlbumBook, album_files
+    from worker.cluster.ray_pools import fan_out
+    from worker.item.album_item import AlbumBook, album_files
     from worker.media.image import is_image_name
     from worker.progress import Progress
-    from worker.ray_pools import fan_out
 
     root, names, refused = album_files(src, refused)
 
@@ -132,9 +134,9 @@ def plan_album(pools, cfg: Config, embed_dim: int, iid: str, src: Path, uri: str
 
 
 def _restore_album(pools, cfg, iid, root, names, uri_of, out_dir, result, book, identities):
-    from worker.plan import assign_references
+    from worker.cluster.ray_pools import fan_out
     from worker.progress import Progress
-    from worker.ray_pools import fan_out
+    from worker.stages.plan import assign_references
 
     refs = assign_references(book.faces, identities, cfg)  # linking may have changed them
     adapted = _adapt(pools, cfg, book.adapt_crops, result)
@@ -190,9 +192,9 @@ def start_item(pools, item: archive.ArchiveItem, cfg: Config, out_root: str, wor
                on_restore: Callable[[], None] | None = None) -> Started:
     """Stage, analyse and plan one item on the pools' actors (``tmp``: its local work folder,
     removed when it finishes); never raises for bad input (the failure is recorded). Finish it
-    with ``worker.lifecycle.finish_item``."""
-    from worker.publish import staging_uri, sweep_staging
-    from worker.staging import stage_input
+    with ``worker.item.lifecycle.finish_item``."""
+    from worker.item.publish import staging_uri, sweep_staging
+    from worker.item.staging import stage_input
 
     iid = archive.item_id(item, cfg)
     final_dir = storage.join(out_root, iid)

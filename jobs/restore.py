@@ -6,9 +6,9 @@
 
 Items whose ``_DONE`` exists are skipped, so a rerun resumes; a failing item is reported in its
 manifest and the job summary and never stops the others; the exit status is 1 if any item failed.
-Each item is computed like ``worker.pipeline.restore_item`` (same stages, same outputs), with its
-segments / images spread over the actors of ``worker.ray_adapter`` (``jobs.items``); with
-``identity.link_archive`` the people of all items are linked first (``worker.archive_identity``).
+Each item is computed like ``worker.item.pipeline.restore_item`` (same stages, same outputs), with its
+segments / images spread over the actors of ``worker.cluster.ray_adapter`` (``jobs.items``); with
+``identity.link_archive`` the people of all items are linked first (``worker.collection.archive_identity``).
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ import sys
 import time
 from collections.abc import Callable
 
-from worker import archive, storage
+from worker import storage
+from worker.collection import archive
 from worker.config import FIDELITY_HELP, ConfigError, load_config
-from worker.litter import work_dir
+from worker.item.litter import work_dir
 from worker.records import ItemResult
 
 
@@ -39,8 +40,8 @@ def run_job(items: list[archive.ArchiveItem], out_root: str, config_file: str | 
     references are shared by all their appearances (the driver holds every item's face records
     and staged input meanwhile)."""
     from jobs.items import start_item
-    from worker.lifecycle import finish_item, link_started
-    from worker.ray_pools import Pools
+    from worker.cluster.ray_pools import Pools
+    from worker.item.lifecycle import finish_item, link_started
 
     t0 = time.monotonic()
     base = load_config(config_file, sets)
@@ -174,7 +175,7 @@ def parse_args(argv: list[str] | None = None, prog: str = "python -m jobs.restor
 
 def main(argv: list[str] | None = None, prog: str = "python -m jobs.restore") -> int:
     from jobs.ray_session import ray_session, sigterm_unwinds
-    from worker.ray_pools import PoolOptions
+    from worker.cluster.ray_pools import PoolOptions
     from worker.signals import exit_status
 
     args = parse_args(argv, prog)

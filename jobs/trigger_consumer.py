@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from jobs.submit import DuplicateJob, JobRequest, JobSubmitter
-from worker import events, storage
+from worker import storage
+from worker.collection import events
 
 
 def log_line(decision: str, **fields) -> None:

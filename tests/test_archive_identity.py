@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from worker.archive_identity import link, share_references
+from worker.collection.archive_identity import link, share_references
 from worker.config import ReferenceConfig
 from worker.records import Identity, Reference
 

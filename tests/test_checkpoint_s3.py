@@ -13,9 +13,9 @@ from tests.mediagen import FaceScene, write_video
 from worker import storage
 from worker.config import load_config
 from worker.errors import ModelError
+from worker.item.pipeline import restore_item
 from worker.media.video import iter_frames
 from worker.models import local_checkpoint
-from worker.pipeline import restore_item
 
 pytest_plugins = ["tests.s3server"]
 

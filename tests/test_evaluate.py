@@ -15,8 +15,8 @@ from refstar.metrics import identity_similarity
 from tests.mediagen import FaceScene, write_video
 from worker.cli import main
 from worker.config import load_config
-from worker.evaluate import evaluate
-from worker.evaluate_report import PSNR_CAP_DB, parse_frames, summarise
+from worker.outputs.evaluate import evaluate
+from worker.outputs.evaluate_report import PSNR_CAP_DB, parse_frames, summarise
 
 N = 8
 DEGRADED = {3, 4}

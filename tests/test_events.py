@@ -6,8 +6,15 @@ import json
 
 import pytest
 
-from worker import events
-from worker.events import MalformedEvent, ObjectEvent, Target, parse_message, route, submission_id
+from worker.collection import events
+from worker.collection.events import (
+    MalformedEvent,
+    ObjectEvent,
+    Target,
+    parse_message,
+    route,
+    submission_id,
+)
 
 IN, OUT = "s3://media/in", "s3://media/out/"
 

@@ -16,8 +16,8 @@ from skimage import data
 from worker.config import load_config
 from worker.faces.base import make_analyzer
 from worker.faces.verify import face_confidence_at
+from worker.item.pipeline import restore_item
 from worker.media.video import iter_frames
-from worker.pipeline import restore_item
 from worker.synthetic import write_video
 
 pytestmark = pytest.mark.slow

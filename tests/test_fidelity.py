@@ -15,7 +15,7 @@ from tests.mediagen import FaceScene
 from worker.cli import main
 from worker.config import ConfigError, load_config
 from worker.records import Face
-from worker.restore import FaceRestoreStage
+from worker.stages.restore import FaceRestoreStage
 
 S = 64
 LIFT = 0.4  # what the restorer below adds to every sample

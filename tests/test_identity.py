@@ -11,7 +11,7 @@ import pytest
 
 from worker.config import DetectConfig
 from worker.faces.base import make_analyzer
-from worker.identity import assign, centroids, cluster
+from worker.stages.identity import assign, centroids, cluster
 
 IMAGES = (
     Path(next(iter(importlib.util.find_spec("insightface").submodule_search_locations)))

@@ -26,7 +26,7 @@ import pytest
 
 from worker.config import DetectConfig
 from worker.faces.base import make_analyzer
-from worker.identity import assign, centroids, cluster
+from worker.stages.identity import assign, centroids, cluster
 
 pytestmark = pytest.mark.realdata
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from worker import storage
-from worker.input_cache import InputCache
-from worker.litter import owner
+from worker.item.input_cache import InputCache
+from worker.item.litter import owner
 
 pytest_plugins = ["tests.s3server"]  # the s3_server and bucket fixtures
 

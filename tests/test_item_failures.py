@@ -13,7 +13,7 @@ from tests.mediagen import FaceScene, write_video
 from worker import storage
 from worker.cli import main
 from worker.config import load_config
-from worker.staging import item_id
+from worker.item.staging import item_id
 
 pytest_plugins = ["tests.s3server"]
 pytestmark = pytest.mark.slow

@@ -16,8 +16,8 @@ from skimage import data
 from refstar.metrics import psnr
 from worker.cli import main
 from worker.config import load_config
+from worker.item.pipeline import restore_item
 from worker.media.video import iter_frames
-from worker.pipeline import restore_item
 from worker.synthetic import FaceScene, _crop_like, degrade, face_photos, paste, write_video
 
 pytestmark = pytest.mark.slow

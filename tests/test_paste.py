@@ -9,7 +9,7 @@ from refstar.align import estimate_affine, face_mask, invert_affine, warp_face
 from refstar.metrics import psnr
 from tests.refstar.test_align import S, astronaut, insightface_photo
 from worker.config import PasteConfig
-from worker.paste import Paste, color_match, paste_faces
+from worker.stages.paste import Paste, color_match, paste_faces
 
 MASK = face_mask(S, 0.08)
 RAW = PasteConfig(color_match=False)

@@ -12,7 +12,7 @@ from PIL import Image
 from tests.mediagen import make_album
 from worker.cli import main
 from worker.config import load_config
-from worker.pipeline import restore_item
+from worker.item.pipeline import restore_item
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import pytest
 
 from tests.mediagen import FaceScene, write_video
 from worker.config import load_config
-from worker.pipeline import restore_item
+from worker.item.pipeline import restore_item
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +52,7 @@ def test_refstar_with_a_missing_checkpoint_fails_clearly(tmp_path):
 
 
 def test_a_time_capped_adaptation_says_so_on_screen_and_in_the_manifest(capsys):
-    from worker.pipeline import adapt_net
+    from worker.item.pipeline import adapt_net
 
     rng = np.random.default_rng(0)
     crops = {0: [rng.integers(0, 255, (64, 64, 3), np.uint8) for _ in range(3)]}

@@ -12,8 +12,8 @@ from refstar.metrics import psnr
 from tests.mediagen import FaceScene, write_video
 from worker.cli import main
 from worker.config import load_config
+from worker.item.pipeline import restore_item
 from worker.media.video import audio_packet_digests, iter_frames, probe_video
-from worker.pipeline import restore_item
 
 pytestmark = pytest.mark.slow
 

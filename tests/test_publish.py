@@ -16,10 +16,10 @@ import pytest
 from tests.mediagen import FaceScene, write_video
 from worker import storage
 from worker.config import load_config
-from worker.lifecycle import finish_item
-from worker.litter import owner
-from worker.pipeline import Engine, start_item
-from worker.publish import LOCK_MARKER, STAGING, STALE_LOCK_S, publish_lock, sweep_staging
+from worker.item.lifecycle import finish_item
+from worker.item.litter import owner
+from worker.item.pipeline import Engine, start_item
+from worker.item.publish import LOCK_MARKER, STAGING, STALE_LOCK_S, publish_lock, sweep_staging
 
 pytest_plugins = ["tests.s3server"]
 

@@ -13,8 +13,8 @@ import pytest
 from refstar.align import estimate_affine, warp_face
 from worker.config import DetectConfig, ReferenceConfig
 from worker.faces.base import make_analyzer
-from worker.quality import exposure, face_quality, frontalness, head_pose
 from worker.records import Face
+from worker.stages.quality import exposure, face_quality, frontalness, head_pose
 
 IMAGES = (
     Path(next(iter(importlib.util.find_spec("insightface").submodule_search_locations)))

@@ -17,11 +17,12 @@ from jobs.restore import main, run_job
 from refstar.metrics import psnr
 from tests.mediagen import FaceScene, make_album
 from tests.test_segments import gop_video
-from worker import archive, storage
+from worker import storage
+from worker.cluster.ray_pools import PoolOptions, Pools, fan_out
+from worker.collection import archive
 from worker.config import load_config
+from worker.item.pipeline import restore_item
 from worker.media.video import audio_packet_digests, iter_frames
-from worker.pipeline import restore_item
-from worker.ray_pools import PoolOptions, Pools, fan_out
 
 pytest_plugins = ["tests.s3server"]
 pytestmark = pytest.mark.slow

@@ -15,8 +15,9 @@ import ray
 from jobs.restore import main, run_job
 from tests.mediagen import FaceScene, make_album
 from tests.test_segments import gop_video
-from worker import archive, storage
-from worker.ray_pools import PoolOptions, fits, group_size
+from worker import storage
+from worker.cluster.ray_pools import PoolOptions, fits, group_size
+from worker.collection import archive
 
 pytestmark = pytest.mark.slow
 

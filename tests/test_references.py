@@ -2,7 +2,7 @@ import numpy as np
 
 from worker.config import ReferenceConfig
 from worker.records import Face
-from worker.references import Candidate, CandidatePool, choose_reference, select_references
+from worker.stages.references import Candidate, CandidatePool, choose_reference, select_references
 
 
 def _cand(frame, quality, yaw, seed, size=200.0):

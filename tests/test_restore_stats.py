@@ -8,7 +8,7 @@ import numpy as np
 from refstar.restorer import PassThrough, Restored
 from worker.config import load_config
 from worker.records import Face, Frame, Reference
-from worker.restore import MAX_BUFFERED_FRAMES, FaceRestoreStage, restore_stream
+from worker.stages.restore import MAX_BUFFERED_FRAMES, FaceRestoreStage, restore_stream
 
 S = 64  # crop side: small and fast
 
@@ -95,7 +95,7 @@ def test_pass_through_counts_nothing():
 
 def test_restore_worker_sums_its_stages():
     """The actor class, used in-process: a new item makes a new stage, the counters carry on."""
-    from worker.ray_adapter import RestoreWorker
+    from worker.cluster.ray_adapter import RestoreWorker
 
     c = cfg(4)
     worker = RestoreWorker(c)

@@ -13,8 +13,8 @@ import pytest
 
 from tests.mediagen import FaceScene, write_video
 from worker.config import OutputConfig, load_config
+from worker.media.segments import iter_segment, join_segments, packet_index, plan_segments
 from worker.media.video import VideoRewriter, audio_packet_digests, iter_frames, probe_video
-from worker.segments import iter_segment, join_segments, packet_index, plan_segments
 
 GOP = 12
 

@@ -2,7 +2,7 @@ import numpy as np
 
 from worker.config import TrackConfig
 from worker.records import Face
-from worker.track import ShotCutDetector, Tracker, cannot_link_tracks, iou, smooth_landmarks
+from worker.stages.track import ShotCutDetector, Tracker, cannot_link_tracks, iou, smooth_landmarks
 
 
 def _face(x, y, emb, frame=0, s=60.0):

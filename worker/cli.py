@@ -96,9 +96,9 @@ def _print_result(res) -> None:
 def run_restore(inputs: list[str], output: str, cfg, force: bool = False) -> int:
     """Restore each input in turn; with ``identity.link_archive`` every input is analysed and
     planned first and the people of all of them are linked, so that a person with no sharp face
-    in one input is restored with their references from another (``worker.lifecycle``)."""
-    from worker.lifecycle import finish_item, link_started
-    from worker.pipeline import Engine, start_item
+    in one input is restored with their references from another (``worker.item.lifecycle``)."""
+    from worker.item.lifecycle import finish_item, link_started
+    from worker.item.pipeline import Engine, start_item
 
     t0 = time.monotonic()
     engine = Engine(cfg)
@@ -137,7 +137,7 @@ def _train(rest: list[str]) -> int:
 
 
 def _eval(rest: list[str]) -> int:
-    from worker.evaluate import add_eval_arguments, run_eval
+    from worker.outputs.evaluate import add_eval_arguments, run_eval
 
     return run_eval(add_eval_arguments(argparse.ArgumentParser(prog="refstar eval")).parse_args(rest))
 

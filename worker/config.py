@@ -63,7 +63,7 @@ class IdentityConfig:
 
 @dataclass(frozen=True)
 class ReferenceConfig:
-    """References are chosen relative to their person (worker.references): a candidate must be
+    """References are chosen relative to their person (worker.stages.references): a candidate must be
     ``min_gain`` times sharper than the faces it will serve; the absolute floors below only
     reject crops that cannot help any face."""
 
@@ -75,7 +75,7 @@ class ReferenceConfig:
     max_pitch: float = 45.0  # floor, degrees
     min_exposure: float = 0.1  # floor on the exposure score, 0..1: nearly black or blown out
     min_quality: float = 0.0  # optional absolute gate on overall quality, 0..1 (0 = none)
-    # a reference library: one folder of photos per person name (local or s3://), see worker.library
+    # a reference library: one folder of photos per person name (local or s3://), see worker.collection.library
     library: str = ""
     min_pose_gap: float = 8.0  # degrees of yaw/pitch between two references of one person
     min_crop_dist: float = 0.04  # mean abs difference (0..1) below which crops are duplicates

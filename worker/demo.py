@@ -26,7 +26,7 @@ def _face_psnr(path: Path, scene, frames: list[int]) -> float:
 
 def run_demo(output: str, cfg: Config, frames: int = 48) -> int:
     from worker.cli import _print_result
-    from worker.pipeline import restore_item
+    from worker.item.pipeline import restore_item
     from worker.synthetic import FaceScene, write_video
 
     out = Path(output)

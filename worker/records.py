@@ -42,7 +42,7 @@ class Face:
     detected: bool = True  # False when the box was carried by the tracker between detections
     track: int = -1  # track id within the item (videos); -1 when untracked
     identity: int = -1  # identity id within the item; -1 when unassigned (noise)
-    quality: float = 0.0  # overall quality score, 0..1 (worker.quality)
+    quality: float = 0.0  # overall quality score, 0..1 (worker.stages.quality)
     quality_parts: dict[str, float] = field(default_factory=dict)  # named components, each 0..1
     yaw: float = 0.0  # approximate head yaw from landmarks, degrees (+ = facing image right)
     pitch: float = 0.0  # approximate head pitch from landmarks, degrees (+ = looking down)
@@ -63,7 +63,7 @@ class Face:
 class Reference:
     """A high-quality aligned face chosen to guide the restoration of one identity."""
 
-    ref_id: str  # "<identity>/<rank>" (its file: ``worker.report.ref_path``)
+    ref_id: str  # "<identity>/<rank>" (its file: ``worker.outputs.report.ref_path``)
     identity: int
     rank: int  # 0 = best
     frame: int  # Frame.index it was cut from
@@ -116,5 +116,5 @@ class ItemResult:
     counts: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     restorer: dict[str, object] = field(default_factory=dict)  # which restorer, how it was adapted
-    library: dict[str, object] = field(default_factory=dict)  # worker.library.summary: who matched
+    library: dict[str, object] = field(default_factory=dict)  # worker.collection.library.summary: who matched
     errors: list[ItemError] = field(default_factory=list)

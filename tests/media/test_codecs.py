@@ -13,8 +13,8 @@ import pytest
 
 from tests.mediagen import FaceScene
 from worker.config import load_config
+from worker.item.pipeline import restore_item
 from worker.media.video import _no_realtime_threads, _realtime_threads, iter_frames, probe_video
-from worker.pipeline import restore_item
 
 pytestmark = pytest.mark.slow
 

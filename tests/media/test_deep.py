@@ -11,7 +11,7 @@ import pytest
 
 from tests.mediagen import FaceScene
 from worker.config import load_config
-from worker.pipeline import restore_item
+from worker.item.pipeline import restore_item
 
 pytestmark = pytest.mark.slow
 

@@ -29,7 +29,7 @@ def face_confidence(crop: np.ndarray) -> float:
     S) shows a face where the template puts it; -1.0 when MMOD finds none there. MMOD reports
     detections above its own threshold (confidence 0), so any value >= 0 is a face."""
     from worker.faces.dlib_backend import _cnn, to_dlib_rgb
-    from worker.track import iou
+    from worker.stages.track import iou
 
     small = crop if crop.shape[0] == SIDE else cv2.resize(crop, (SIDE, SIDE), interpolation=cv2.INTER_AREA)
     best = -1.0

@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from worker.config import LimitsConfig, OutputConfig
 from worker.errors import MediaError
-from worker.litter import partial_name
+from worker.item.litter import partial_name
 from worker.media import deep
 
 IMAGE_EXTS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"})

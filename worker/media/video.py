@@ -29,7 +29,7 @@ import numpy as np
 
 from worker.config import LimitsConfig, OutputConfig
 from worker.errors import MediaError
-from worker.litter import partial_name
+from worker.item.litter import partial_name
 from worker.records import Frame
 
 # decoder name -> encoders of the same family, best first ("auto" codec choice)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from worker.litter import owner
+from worker.item.litter import owner
 
 from .keys import ObjectNotFound, StorageAccessDenied, StorageError
 

@@ -16,9 +16,9 @@ from pathlib import PurePosixPath
 
 from worker import storage
 from worker.config import Config, ConfigError, load_config
+from worker.item.staging import VIDEO_EXTS
 from worker.media.image import is_image_name
 from worker.records import ItemResult
-from worker.staging import VIDEO_EXTS
 from worker.storage import local as _local
 from worker.storage import s3 as _s3
 
@@ -131,7 +131,7 @@ def read_manifest(text: str) -> list[ArchiveItem]:
 
 def items_from_uris(uris: list[str]) -> list[ArchiveItem]:
     """Items named one by one: a video, an image, or an album folder (``s3://b/p/album/``)."""
-    from worker.staging import item_kind
+    from worker.item.staging import item_kind
 
     return read_manifest("\n".join(json.dumps({"uri": u, "type": item_kind(u)}) for u in uris))
 
@@ -143,10 +143,10 @@ def item_config(config_file: str | None, sets: list[str], item: ArchiveItem) -> 
 
 
 def item_id(item: ArchiveItem, cfg: Config) -> str:
-    """Deterministic id, the same ``worker.pipeline.restore_item`` gives the URI (hash of the URI,
+    """Deterministic id, the same ``worker.item.pipeline.restore_item`` gives the URI (hash of the URI,
     its objects' sizes and ETags/mtimes, and the effective config), so either path resumes the
     other's work."""
-    from worker.staging import item_id as staging_item_id
+    from worker.item.staging import item_id as staging_item_id
 
     return staging_item_id(item.uri, cfg)
 

@@ -6,7 +6,7 @@ fetched, and a killed actor's copies must not outlive the job. So the cache keep
 and ``close`` removes the folder (also run when the cache is garbage-collected or the process
 exits normally). A process that died without either (a crashed actor, before Ray restarts it)
 leaves its folder; the folder's name carries its host name and PID, so the next cache made
-on that host removes it (``worker.litter``).
+on that host removes it (``worker.item.litter``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from worker import storage
-from worker.litter import sweep_work_dirs, work_dir
+from worker.item.litter import sweep_work_dirs, work_dir
 
 
 class InputCache:

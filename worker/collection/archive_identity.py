@@ -16,7 +16,7 @@ import numpy as np
 
 from worker.config import ReferenceConfig
 from worker.records import Identity, Reference
-from worker.references import pool_references
+from worker.stages.references import pool_references
 
 
 @dataclass

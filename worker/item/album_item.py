@@ -20,17 +20,17 @@ import numpy as np
 
 from refstar.align import estimate_affine, warp_face
 from worker import storage
-from worker.analyse import measure
+from worker.collection.library import library_for, summary
 from worker.config import Config
 from worker.errors import MediaError
 from worker.faces.verify import face_confidence_at
-from worker.library import library_for, summary
 from worker.media.image import is_image_name, list_album, read_image, write_image
-from worker.plan import assign_references, plan_album
+from worker.outputs.report import ReportSamples
 from worker.progress import Progress
 from worker.records import Face, Identity, ItemError, ItemResult, Reference
-from worker.report import ReportSamples
-from worker.restore import FaceRestoreStage, SampleSink
+from worker.stages.analyse import measure
+from worker.stages.plan import assign_references, plan_album
+from worker.stages.restore import FaceRestoreStage, SampleSink
 
 
 def album_files(src: Path, refused: dict[str, str] | None = None) -> tuple[Path, list[str], dict[str, str]]:
@@ -149,7 +149,7 @@ class AlbumBook:
 
     def finish(self, identities: list[Identity]) -> tuple[list[dict], dict]:
         """Counts and status into the result; returns the manifest's file list and media facts."""
-        from worker.pipeline import count_faces
+        from worker.item.pipeline import count_faces
 
         st = self.status
         self.result.counts.update(

@@ -1,4 +1,4 @@
-"""The pipeline's pure stages as Ray actors and tasks (``worker.ray_pools`` places and sizes
+"""The pipeline's pure stages as Ray actors and tasks (``worker.cluster.ray_pools`` places and sizes
 the actors and spreads calls over them; nothing else in ``worker/`` imports Ray).
 
 Topology of one item (see DESIGN.md, "Ray topology"):
@@ -31,16 +31,11 @@ import ray
 from worker import storage
 from worker.config import Config
 from worker.errors import MediaError
-from worker.input_cache import InputCache
-from worker.litter import work_dir
+from worker.item.input_cache import InputCache
+from worker.item.litter import work_dir
+from worker.item.segments import SegmentAnalysis, SegmentRestored, analyse_segment, restore_segment
+from worker.media.segments import Segment
 from worker.records import Face
-from worker.segments import (
-    Segment,
-    SegmentAnalysis,
-    SegmentRestored,
-    analyse_segment,
-    restore_segment,
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,7 +136,7 @@ class AnalysisWorker(_Actor):
     @_carry_errors
     def analyse_image(self, cfg: Config, src: str, uri: str) -> list[Face]:
         """Faces of one album image, measured as ``album_item`` measures them."""
-        from worker.album_item import analyse_image
+        from worker.item.album_item import analyse_image
 
         return analyse_image(Path(self.cache.path(src, uri)), self._analyzer(cfg), cfg)
 
@@ -173,8 +168,8 @@ class RestoreWorker(_Actor):
     def _stage_for(self, item: str, cfg: Config, adapted: tuple | None = None):
         """``adapted``: ``adapt_item``'s ``(net, info)`` for this item, None without adaptation."""
         # reference features are computed once per reference and item (ref ids repeat across items)
-        from worker.pipeline import item_restorer_from
-        from worker.restore import FaceRestoreStage
+        from worker.item.pipeline import item_restorer_from
+        from worker.stages.restore import FaceRestoreStage
 
         if self._stage is None or self._stage[0] != (item, cfg):
             restorer = self._restorer(cfg) if adapted is None else item_restorer_from(*adapted, cfg.restore)
@@ -188,9 +183,9 @@ class RestoreWorker(_Actor):
     @_carry_errors
     def adapt(self, crops_by_identity: dict, cfg: Config) -> tuple:
         """RefSTAR adapted on one item's faces here, on this actor's device: ``(net or None,
-        manifest info)`` (see ``worker.pipeline.adapt_net``), the net moved to the CPU for
+        manifest info)`` (see ``worker.item.pipeline.adapt_net``), the net moved to the CPU for
         the trip through the object store."""
-        from worker.pipeline import adapt_net
+        from worker.item.pipeline import adapt_net
 
         net, info = adapt_net(crops_by_identity, cfg)
         return (net.cpu() if net is not None else None), info
@@ -228,8 +223,8 @@ class RestoreWorker(_Actor):
                       dst_uri: str, want: set, adapted: tuple | None = None) -> tuple[list[int], list]:
         """Restore one album image into ``dst_uri``; returns the positions of restored faces
         and the report samples ``(position, before, after)``. MediaError on unreadable/unwritable."""
-        from worker.album_item import restore_image
-        from worker.report import thumbnails
+        from worker.item.album_item import restore_image
+        from worker.outputs.report import thumbnails
 
         samples = []
 
@@ -271,7 +266,7 @@ def backend_thresholds(cfg: Config) -> tuple[float, float, int]:
 @ray.remote(num_cpus=0, max_retries=3)
 @_carry_errors
 def _join(src: str, uri: str, info, parts: list[str], dst_uri: str) -> int:
-    from worker.segments import join_segments
+    from worker.media.segments import join_segments
 
     tmp = Path(work_dir("refstar-join-"))
     cache = InputCache(keep=len(parts) + 1, prefix="refstar-join-in-")
@@ -290,6 +285,6 @@ def _join(src: str, uri: str, info, parts: list[str], dst_uri: str) -> int:
 
 def join(src: str, uri: str, info, parts: list[str], dst_uri: str) -> int:
     """Join the segment files into ``dst_uri`` in one task (see ``segments.join_segments``)."""
-    from worker.ray_pools import unwrap_call
+    from worker.cluster.ray_pools import unwrap_call
 
     return unwrap_call(_join.remote(src, uri, info, parts, dst_uri))

@@ -9,17 +9,17 @@ from collections.abc import Callable
 
 import numpy as np
 
-from worker.analyse import Analysis
 from worker.config import Config
-from worker.identity import assign, centroids, cluster
 from worker.records import Face, Identity, ItemResult, Reference
-from worker.references import Candidate, choose_reference, select_references, sharpness_of
-from worker.track import cannot_link_tracks, smooth_landmarks
+from worker.stages.analyse import Analysis
+from worker.stages.identity import assign, centroids, cluster
+from worker.stages.references import Candidate, choose_reference, select_references, sharpness_of
+from worker.stages.track import cannot_link_tracks, smooth_landmarks
 
 
 def face_tracks(analysis: Analysis, cfg: Config) -> set[int]:
     """The tracks the evidence says are faces: with ``detect.verify``, those of which dlib's CNN
-    detector confirmed one of the best crops (``worker.analyse.verify_tracks``); all of them
+    detector confirmed one of the best crops (``worker.stages.analyse.verify_tracks``); all of them
     otherwise."""
     return set(analysis.confirmed) if cfg.detect.verify else set(analysis.tracks)
 
@@ -76,8 +76,8 @@ def plan_video(analysis: Analysis, cfg: Config) -> list[Identity]:
 def with_references(people: list[tuple[Identity, list[Candidate], list[float]]], cfg: Config) -> list[Identity]:
     """Each identity (with its reference candidates and the sharpness of all its faces) gets its
     references, chosen among its own candidates and, when it matches a person of the reference
-    library (``worker.library``), that person's photos; a matched identity takes their name."""
-    from worker.library import library_for, match
+    library (``worker.collection.library``), that person's photos; a matched identity takes their name."""
+    from worker.collection.library import library_for, match
 
     library = library_for(cfg)
     named = match([p[0].centroid for p in people], library, cfg.identity.max_dist) if library else {}
@@ -96,7 +96,7 @@ def plan_video_item(analysis: Analysis, cfg: Config, result: ItemResult
     """The planning step of a video item (single machine or Ray): identities, the references by
     id, and the faces grouped by frame index for the restore pass; adds ``timings["plan"]`` and
     the reference library's matches to ``result``."""
-    from worker.library import library_for, summary
+    from worker.collection.library import library_for, summary
 
     t = time.monotonic()
     identities = plan_video(analysis, cfg)

@@ -2,7 +2,7 @@
 who is who, which faces become references) gives a ``Started``; *finish* runs its restore pass
 and publishes it (refs, manifest, report, ``_DONE`` last). Between the two, the identities of
 several started items can be linked into archive-wide persons who share their references
-(``link_started``). The single-machine executor is ``worker.pipeline`` (``start_item``); the Ray
+(``link_started``). The single-machine executor is ``worker.item.pipeline`` (``start_item``); the Ray
 executor is ``jobs.items`` (its ``start_item`` spreads the same stages over actors).
 """
 
@@ -21,9 +21,9 @@ import cv2
 from worker import storage
 from worker.config import Config, to_dict
 from worker.errors import EXPECTED_ERRORS, MediaError, PlacementError
-from worker.publish import discard, publish_lock, swap_in
+from worker.item.publish import discard, publish_lock, swap_in
+from worker.outputs.report import ReportSamples, build_manifest, dumps, ref_path, render_html
 from worker.records import Face, Identity, ItemError, ItemResult
-from worker.report import ReportSamples, build_manifest, dumps, ref_path, render_html
 
 
 @dataclass
@@ -34,7 +34,7 @@ class Started:
     uri: str
     cfg: Config  # calibrated to the face backend
     result: ItemResult
-    staged: str  # this run's folder for all its outputs until publishing (``worker.publish``)
+    staged: str  # this run's folder for all its outputs until publishing (``worker.item.publish``)
     final_dir: str  # OUT/<item-id>
     t0: float = field(default_factory=time.monotonic)
     work: Path | None = None  # local work folder, removed when the item ends
@@ -53,7 +53,7 @@ class Started:
         worker read (which are gone when the item ends)."""
         if self.work is None or not storage.is_s3(self.uri):
             return
-        from worker.staging import staged_path
+        from worker.item.staging import staged_path
 
         local, uri = str(staged_path(self.uri, self.work / "in")), self.uri.rstrip("/")
         self.result.errors = [replace(e, file=e.file.replace(local, uri), reason=e.reason.replace(local, uri))
@@ -139,7 +139,7 @@ def link_started(started: list[Started], base: Config) -> list[dict]:
     """Link the planned items' identities into persons (per face backend: embeddings of two
     backends are not comparable) and share each person's best references among them; the
     persons, for a job summary."""
-    from worker.archive_identity import link, share_references
+    from worker.collection.archive_identity import link, share_references
 
     ok = [st for st in started if st.finish is not None]
     out = []

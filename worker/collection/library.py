@@ -28,7 +28,7 @@ import numpy as np
 from worker import storage
 from worker.config import Config
 from worker.errors import MediaError, WorkerError
-from worker.references import Candidate
+from worker.stages.references import Candidate
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +71,9 @@ def load_library(root: str, analyzer, cfg: Config) -> Library:
     ``detect.verify``), aligned at ``restore.crop_size`` and measured. A photo with no usable
     face, or that cannot be read, is skipped with its reason; a person with no face at all is
     left out with a warning."""
-    from worker.analyse import measure
     from worker.faces.verify import face_confidence_at
     from worker.media.image import read_image
+    from worker.stages.analyse import measure
 
     if not storage.is_s3(root) and not Path(root).expanduser().is_dir():
         raise WorkerError(f"reference library {root}: no such folder")

@@ -5,7 +5,7 @@ a space), the ``s3:TestEvent`` S3 sends when a notification is configured, an SN
 either (``{"Type": "Notification", "Message": "<json>"}``), or an EventBridge event
 (``{"source": "aws.s3", "detail-type": "Object Created", "detail": {...}}``, keys not encoded).
 
-Items follow ``worker.archive.list_prefix``: a video is an item, images in a first-level folder of
+Items follow ``worker.collection.archive.list_prefix``: a video is an item, images in a first-level folder of
 the input prefix are one album item, an image directly in the input prefix is an item of its own.
 """
 
@@ -19,8 +19,8 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from worker import storage
+from worker.item.staging import VIDEO_EXTS
 from worker.media.image import IMAGE_EXTS
-from worker.staging import VIDEO_EXTS
 
 
 class MalformedEvent(ValueError):

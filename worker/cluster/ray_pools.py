@@ -33,15 +33,15 @@ from collections.abc import Callable, Iterable
 
 import ray
 
-from worker.config import Config
-from worker.errors import PlacementError
-from worker.ray_adapter import (
+from worker.cluster.ray_adapter import (
     CONCURRENCY_GROUPS,
     AnalysisWorker,
     CombinedWorker,
     RestoreWorker,
     unwrap,
 )
+from worker.config import Config
+from worker.errors import PlacementError
 
 log = logging.getLogger(__name__)
 
@@ -212,8 +212,8 @@ class Pools:
     def calibrate(self, cfg: Config) -> tuple[Config, int]:
         """Planning needs the backend-calibrated thresholds, which only an analyser knows
         (asked once per detect config and job, in a zero-CPU task so it needs no free core)."""
+        from worker.cluster.ray_adapter import backend_thresholds
         from worker.config import with_backend_defaults
-        from worker.ray_adapter import backend_thresholds
 
         if cfg.detect not in self._calibrated:
             self._calibrated[cfg.detect] = ray.get(backend_thresholds.remote(cfg))
@@ -222,7 +222,7 @@ class Pools:
 
     def adapt(self, crops_by_identity: dict, cfg: Config) -> tuple:
         """RefSTAR adapted on one item's faces on a restore actor (its GPU when it has one):
-        ``(net or None, manifest info)``, see ``worker.pipeline.adapt_net``."""
+        ``(net or None, manifest info)``, see ``worker.item.pipeline.adapt_net``."""
         group = self.restore
         group.wait_up()
         return unwrap_call(group.up[0].adapt.remote(crops_by_identity, cfg))

@@ -1,5 +1,5 @@
 """Inputs and outputs that live on S3: items are staged on local disk (PyAV and Pillow want
-seekable local files); their outputs are published by ``worker.publish``.
+seekable local files); their outputs are published by ``worker.item.publish``.
 
 Also what makes an item's id deterministic: its URI, the size and version (S3 ETag or local
 mtime) of every file in it, and the config digest.

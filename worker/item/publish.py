@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from worker import storage
-from worker.litter import dead_owner, owned_by_the_dead, owner
+from worker.item.litter import dead_owner, owned_by_the_dead, owner
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ output folder (``manifest.json`` + ``restored.<ext>`` or ``restored/`` + ``refs/
 restored media and references are used. Faces are detected once, on GT, with the configured
 backend; each candidate's crop is cut with the GT face's affine, so the crops of one face are
 comparable pixel for pixel; the candidate's face is embedded at the GT face's box. Metrics and
-the JSON layout: ``worker.evaluate_report``.
+the JSON layout: ``worker.outputs.evaluate_report``.
 
 Video is streamed: GT and candidates are decoded in lockstep; only the previous frame's crops and
 per-face numbers are kept.
@@ -33,11 +33,16 @@ from refstar.align import estimate_affine, face_mask, warp_face
 from refstar.metrics import flicker, identity_similarity, psnr, ssim, temporal_change
 from worker.config import Config, LimitsConfig
 from worker.errors import MediaError
-from worker.evaluate_report import PSNR_CAP_DB, CandidateScores, FrameSelection, parse_frames
 from worker.media.image import is_image_name, list_album, read_image
 from worker.media.video import VideoInfo, iter_frames, probe_video
+from worker.outputs.evaluate_report import (
+    PSNR_CAP_DB,
+    CandidateScores,
+    FrameSelection,
+    parse_frames,
+)
 from worker.progress import Progress
-from worker.track import iou
+from worker.stages.track import iou
 
 MATCH_IOU = 0.3  # a face in two consecutive frames, or a GT face and a manifest face
 _EMBED_BOX = np.array([0.2, 0.28, 0.8, 0.88], np.float32)  # face box in an aligned crop / side
@@ -268,7 +273,7 @@ def evaluate(gt_path: str, cand_paths: list[str], cfg: Config, *, labels: list[s
              frames: str | FrameSelection | None = None, crop_size: int = 256,
              refs: str | None = None, baseline: str | None = None, id_every: int = 1,
              analyzer=None) -> dict:
-    """Score every candidate against GT; returns the report (schema: ``worker.evaluate_report``).
+    """Score every candidate against GT; returns the report (schema: ``worker.outputs.evaluate_report``).
     Raises EvalError (bad usage, unreadable input) naming the file."""
     t0 = time.monotonic()
     sel = frames if isinstance(frames, FrameSelection) else parse_frames(frames)
@@ -316,7 +321,7 @@ def evaluate(gt_path: str, cand_paths: list[str], cfg: Config, *, labels: list[s
     if meta["evaluated"] == 0:
         raise EvalError(gt.path, f"no frame selected by --frames {sel.spec!r}")
     base = [c.label for c in cands].index(baseline) if baseline else 0
-    from worker.evaluate_report import build_report
+    from worker.outputs.evaluate_report import build_report
 
     return build_report(meta, [sc.acc for sc in scorers], base, time.monotonic() - t0)
 
@@ -354,7 +359,7 @@ def run_eval(args: argparse.Namespace) -> int:
     """Exit status: 0 done, 2 bad usage, configuration or unreadable input."""
     from worker.config import ConfigError, load_config
     from worker.errors import ModelError
-    from worker.evaluate_report import format_table, render_html
+    from worker.outputs.evaluate_report import format_table, render_html
 
     try:
         cfg = load_config(args.config, list(args.set) + (["progress=false"] if args.quiet else []))

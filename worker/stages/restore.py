@@ -9,8 +9,8 @@ import numpy as np
 from refstar.align import estimate_affine, face_mask, warp_face
 from refstar.restorer import Restorer, bgr_to_tensor, tensor_to_bgr
 from worker.config import Config
-from worker.paste import Paste, paste_faces
 from worker.records import Face, Frame, Reference
+from worker.stages.paste import Paste, paste_faces
 
 # (face, input crop, restored crop), both S x S BGR uint8; for the report's before/after pictures
 SampleSink = Callable[[Face, np.ndarray, np.ndarray], None]

@@ -19,12 +19,12 @@ import numpy as np
 from worker import storage
 from worker.config import Config, with_backend_defaults
 from worker.errors import ModelError
-from worker.lifecycle import Started, finish_item
-from worker.litter import sweep_partials, work_dir
+from worker.item.lifecycle import Started, finish_item
+from worker.item.litter import sweep_partials, work_dir
+from worker.item.publish import staging_uri, sweep_staging
+from worker.item.staging import item_id, item_kind, stage_input
 from worker.models import restorer_checkpoint
-from worker.publish import staging_uri, sweep_staging
 from worker.records import Face, Identity, ItemError, ItemResult
-from worker.staging import item_id, item_kind, stage_input
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class Engine:
             raise ModelError(f"RefSTAR checkpoint not found: {r.checkpoint}")
         self.restorer = None if self.adapting else make_restorer(
             r.restorer, device=r.device, checkpoint=checkpoint, strength=r.strength)
-        from worker.library import library_for
+        from worker.collection.library import library_for
 
         library_for(self.cfg)  # read (and checked) once, before the first item
 
@@ -154,11 +154,11 @@ def start_item(src: str | Path, out_root: str, cfg: Config, *, engine: Engine | 
         st.cfg = engine.cfg
         local, refused = stage_input(src, work / "in", st.cfg)
         if result.kind == "video":
-            from worker.video_item import start_video
+            from worker.item.video_item import start_video
 
             st.identities, st.faces, st.finish = start_video(str(local), staged, st.cfg, engine, result)
         else:
-            from worker.album_item import start_album
+            from worker.item.album_item import start_album
 
             st.identities, st.faces, st.finish = start_album(local, staged, st.cfg, engine, result,
                                                                  refused)
@@ -194,7 +194,7 @@ def count_faces(faces: list[Face], identities: list[Identity]) -> dict[str, int]
 
 
 def video_counts(analysis, identities: list[Identity]) -> dict[str, int]:
-    """The manifest counts of a video item from its analysis (``worker.analyse.Analysis``)."""
+    """The manifest counts of a video item from its analysis (``worker.stages.analyse.Analysis``)."""
     return {"frames": analysis.n_frames, "detector_frames": analysis.detector_frames,
             "tracks": len(analysis.tracks), "shot_cuts": len(analysis.cuts),
             "tracks_not_faces": len({f.track for f in analysis.faces if f.skipped == "not_a_face"}),

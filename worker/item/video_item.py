@@ -8,15 +8,15 @@ import time
 from pathlib import Path
 
 from worker import storage
-from worker.analyse import Analysis, analyse_video
 from worker.config import Config
 from worker.errors import MediaError
 from worker.media.video import VideoRewriter, check_encodable, iter_frames, probe_video
-from worker.plan import assign_references, plan_video_item
+from worker.outputs.report import ReportSamples
 from worker.progress import Progress
 from worker.records import ItemResult
-from worker.report import ReportSamples
-from worker.restore import FaceRestoreStage, restore_stream
+from worker.stages.analyse import Analysis, analyse_video
+from worker.stages.plan import assign_references, plan_video_item
+from worker.stages.restore import FaceRestoreStage, restore_stream
 
 
 def adaptation_crops(analysis: Analysis) -> dict[int, list]:
@@ -45,7 +45,7 @@ def start_video(path: str, out_dir: str, cfg: Config, engine, result: ItemResult
 
 def _restore_video(path: str, out_dir: str, cfg: Config, engine, result: ItemResult, info,
                    analysis: Analysis, identities, by_frame):
-    from worker.pipeline import media_dict, video_counts
+    from worker.item.pipeline import media_dict, video_counts
 
     refs = assign_references(analysis.faces, identities, cfg)  # linking may have changed them
     t = time.monotonic()

@@ -17,10 +17,10 @@ from worker.config import Config
 from worker.faces.base import FaceAnalyzer
 from worker.media.video import VideoInfo, iter_frames
 from worker.progress import Progress
-from worker.quality import face_quality, head_pose
 from worker.records import Face, Frame, ItemError
-from worker.references import Candidate, CandidatePool
-from worker.track import ShotCutDetector, Tracker, TrackSummary, iou
+from worker.stages.quality import face_quality, head_pose
+from worker.stages.references import Candidate, CandidatePool
+from worker.stages.track import ShotCutDetector, Tracker, TrackSummary, iou
 
 
 @dataclass
