@@ -19,7 +19,14 @@ from worker.config import load_config
 from worker.item.lifecycle import finish_item
 from worker.item.litter import owner
 from worker.item.pipeline import Engine, start_item
-from worker.item.publish import LOCK_MARKER, STAGING, STALE_LOCK_S, publish_lock, sweep_staging
+from worker.item.publish import (
+    LOCK_MARKER,
+    STAGING,
+    STALE_LOCK_S,
+    STALE_STAGING_S,
+    publish_lock,
+    sweep_staging,
+)
 
 pytest_plugins = ["tests.s3server"]
 
@@ -117,14 +124,29 @@ def test_a_live_publisher_keeps_its_lock_and_a_gone_one_loses_it(tmp_path):
     assert not (item / LOCK_MARKER).exists()
 
 
-def test_a_killed_runs_staging_is_swept_by_the_next(tmp_path):
-    out = tmp_path / "out"
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_killed_runs_staging_is_swept_by_the_next(where, tmp_path, request):
+    """A dead run of this host is swept at once; a run of another host (a Ray node) only when
+    its staging has not changed for STALE_STAGING_S; a live run of this host and other items'
+    runs never."""
+    out = str(tmp_path / "out") if where == "local" else f"s3://{request.getfixturevalue('bucket')}/out"
     host = owner().rpartition("-")[0]
-    dead = out / STAGING / f"clip-abc.{host}-{_dead_pid()}-0123abcd"
-    mine = out / STAGING / f"clip-abc.{owner()}-4567cdef"
-    other = out / STAGING / f"other-def.{host}-{_dead_pid()}-89abcdef"  # another item's: its own run sweeps it
-    for d in (dead, mine, other):
-        (d / "restored").mkdir(parents=True)
-        (d / "restored" / "x.png").write_bytes(b"x")
-    assert sweep_staging(str(out), "clip-abc") == 1
-    assert not dead.exists() and mine.exists() and other.exists()
+    names = {"dead": f"clip-abc.{host}-{_dead_pid()}-0123abcd",
+             "mine": f"clip-abc.{owner()}-4567cdef",
+             "far": "clip-abc.node-7.example-1234-89abcdef",  # another host: its PID says nothing here
+             "other": f"other-def.{host}-{_dead_pid()}-89abcdef"}  # another item's: its own run sweeps it
+    for name in names.values():
+        storage.write_atomic(storage.join(out, STAGING, name, "restored", "x.png"), b"x")
+
+    def left() -> set[str]:
+        return {k for k, n in names.items() if list(storage.list(storage.join(out, STAGING, n)))}
+
+    assert sweep_staging(out, "clip-abc") == 1
+    assert left() == {"mine", "far", "other"}
+    assert sweep_staging(out, "clip-abc", now=time.time() + STALE_STAGING_S - 60) == 0
+    assert sweep_staging(out, "clip-abc", now=time.time() + STALE_STAGING_S + 60) == 1  # a day idle: gone
+    assert left() == {"mine", "other"}  # this host's PID says it is alive: quiet is not dead
+    if where == "local":  # a folder killed before it held a file
+        empty = Path(out) / STAGING / f"clip-abc.{host}-{_dead_pid()}-feedbeef"
+        empty.mkdir()
+        assert sweep_staging(out, "clip-abc") == 1 and not empty.exists()

@@ -47,8 +47,15 @@ def dead_owner(who: str) -> bool:
 
 
 def owned_by_the_dead(name: str, mark: str) -> bool:
+    """Whether ``name`` (``...<mark><host>-<pid>-...``) was made by a process of this host that
+    no longer runs."""
     m = re.search(rf"{re.escape(mark)}{re.escape(_host())}-(\d+)-", name)
     return bool(m) and not alive(int(m.group(1)))
+
+
+def owned_here(name: str, mark: str) -> bool:
+    """Whether ``name`` was made by a process of this host (whose PID then tells if it lives)."""
+    return re.search(rf"{re.escape(mark)}{re.escape(_host())}-\d+-", name) is not None
 
 
 _swept: set[tuple[str, str]] = set()  # (temp dir, prefix) this process has swept

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from worker import storage
-from worker.item.litter import dead_owner, owned_by_the_dead, owner
+from worker.item.litter import dead_owner, owned_by_the_dead, owned_here, owner
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,9 @@ STAGING = "_staging"  # under the output root; "_" keeps it out of `refstar stat
 # a publish moves files that are already written (renames, or S3 uploads/copies of one item),
 # so a lock older than this belongs to a publisher that is gone, even on another host
 STALE_LOCK_S = 3600.0
+# a live run adds each file it finishes (a video segment, an album photo) to its staging, so
+# staging where nothing changed for a day belongs to a run that was killed on some other node
+STALE_STAGING_S = 86400.0
 
 
 def staging_uri(out_root: str, iid: str) -> str:
@@ -43,16 +46,28 @@ def staging_uri(out_root: str, iid: str) -> str:
     return storage.join(out_root, STAGING, f"{iid}.{owner()}-{uuid.uuid4().hex[:8]}")
 
 
-def sweep_staging(out_root: str, iid: str) -> int:
-    """Remove the local staging folders of item ``iid`` left by dead runs on this host (a
-    ``kill -9`` mid-item); returns how many. S3 staging of killed Ray runs is not swept."""
-    if storage.is_s3(out_root):
-        return 0
-    root = storage.local_path(storage.join(out_root, STAGING))
+def sweep_staging(out_root: str, iid: str, now: float | None = None) -> int:
+    """Remove the staging folders (local) or prefixes (S3) of item ``iid`` that dead runs left
+    (a ``kill -9`` mid-item); returns how many. A run of this host is dead when its PID is gone
+    (however long it has been quiet); a run elsewhere (a Ray node, another machine on the same
+    storage) when nothing in its staging changed for :data:`STALE_STAGING_S`."""
+    now = time.time() if now is None else now
+    newest: dict[str, float] = {}
+    if not storage.is_s3(out_root):  # a folder killed before it held a file counts too
+        root = storage.local_path(storage.join(out_root, STAGING))
+        for p in root.glob(f"{iid}.*") if root.is_dir() else ():
+            with contextlib.suppress(FileNotFoundError):
+                newest[p.name] = p.stat().st_mtime
+    for uri, mtime in storage.list_modified(storage.join(out_root, STAGING)):
+        name = storage.relative_to(storage.join(out_root, STAGING), uri).split("/", 1)[0]
+        if name.startswith(f"{iid}."):
+            newest[name] = max(mtime, newest.get(name, 0.0))
     gone = 0
-    for p in root.glob(f"{iid}.*") if root.is_dir() else ():
-        if owned_by_the_dead(p.name, f"{iid}."):
-            shutil.rmtree(p, ignore_errors=True)
+    for name, mtime in sorted(newest.items()):
+        here = owned_here(name, f"{iid}.")
+        if owned_by_the_dead(name, f"{iid}.") or (not here and now - mtime > STALE_STAGING_S):
+            log.info("removing the staging of a run that is gone: %s", name)
+            discard(storage.join(out_root, STAGING, name))
             gone += 1
     return gone
 

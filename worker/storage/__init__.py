@@ -11,6 +11,7 @@ through :func:`join` / :func:`safe_key`, which refuse anything that could leave 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -210,6 +211,19 @@ def list(prefix_uri: str, recursive: bool = True,  # noqa: A001 - the brief's na
     if is_s3(prefix_uri):
         return _s3.list_objects(prefix_uri, recursive, page_size)
     return _local.list_files(prefix_uri, recursive)
+
+
+def list_modified(prefix_uri: str) -> Iterator[tuple[str, float]]:
+    """Yield ``(uri, modification time in epoch seconds)`` for everything under folder
+    ``prefix_uri``, temporary files included (they show a writer at work)."""
+    if is_s3(prefix_uri):
+        yield from _s3.list_modified(prefix_uri)
+        return
+    root = local_path(prefix_uri)
+    for d, _, names in os.walk(root) if root.is_dir() else ():
+        for n in names:
+            with contextlib.suppress(FileNotFoundError):  # removed while we look
+                yield os.path.join(d, n), os.stat(os.path.join(d, n)).st_mtime
 
 
 def put_if_absent(uri: str, data: bytes | str) -> bool:

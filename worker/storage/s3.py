@@ -308,6 +308,18 @@ def list_objects(prefix_uri: str, recursive: bool = True,
         raise _error(prefix_uri, e) from e
 
 
+def list_modified(prefix_uri: str) -> Iterator[tuple[str, float]]:
+    """Yield ``(uri, last modified, epoch seconds)`` for every object below the folder ``prefix_uri``."""
+    bucket, key = parse(prefix_uri)
+    prefix = f"{key.rstrip('/')}/" if key.strip("/") else ""
+    try:
+        for page in client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                yield f"s3://{bucket}/{obj['Key']}", obj["LastModified"].timestamp()
+    except (ClientError, BotoCoreError) as e:
+        raise _error(prefix_uri, e) from e
+
+
 def put_if_absent(uri: str, data: bytes | str, conflict_retries: int = 4) -> bool:
     """Conditional PUT (``If-None-Match: *``): True if this call created the object, False if
     it already existed (412).
