@@ -58,15 +58,6 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
-def add_train_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``train`` on an ``argparse`` subparsers object; dispatch with ``run_train``."""
-    p = subparsers.add_parser("train", help="train the RefSTAR network",
-                              description=__doc__.split("\n")[0])
-    add_train_arguments(p)
-    p.set_defaults(func=run_train)
-    return p
-
-
 def configs(args: argparse.Namespace) -> tuple[str, PairConfig, TrainConfig]:
     """(preset, PairConfig, TrainConfig) from parsed arguments."""
     import torch

@@ -114,7 +114,10 @@ def load_identity_folder(root: str | Path, size: int, aligned: bool | None = Non
             img = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if img is None:
                 continue
-            crop = align_photo(img, size, analyzer, aligned)
+            try:
+                crop = align_photo(img, size, analyzer, aligned)
+            except ValueError as e:
+                raise ValueError(f"{path}: {e}") from e
             if crop is not None:
                 crops[path.name] = crop
         if crops:

@@ -96,4 +96,5 @@ def test_cli_refuses_a_photo_that_is_not_an_aligned_crop(tmp_path, crops, capsys
     (tmp_path / "data" / "p").mkdir(parents=True)
     cv2.imwrite(str(tmp_path / "data" / "p" / "wide.png"), np.zeros((40, 60, 3), np.uint8))
     assert main([str(tmp_path / "data"), str(tmp_path / "out")]) == 2
-    assert "pass an analyzer" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "wide.png" in err and "pass an analyzer" in err
