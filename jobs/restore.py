@@ -24,7 +24,13 @@ from collections.abc import Callable
 
 from worker import storage
 from worker.collection import archive
-from worker.config import FIDELITY_HELP, ConfigError, load_config
+from worker.config import (
+    FIDELITY_HELP,
+    ConfigError,
+    add_selection_args,
+    load_config,
+    selection_overrides,
+)
 from worker.item.litter import work_dir
 from worker.records import ItemResult
 
@@ -136,6 +142,7 @@ def parse_args(argv: list[str] | None = None, prog: str = "python -m jobs.restor
     p.add_argument("--config", help="YAML config file")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--fidelity", type=float, metavar="F", help=FIDELITY_HELP)
+    add_selection_args(p)
     pool = p.add_argument_group(
         "actor pools", "Unset sizes fill the cluster; analysis and restore actors that do not fit "
         "side by side take turns. Defaults work on any machine, a 2-core laptop included.")
@@ -168,6 +175,7 @@ def parse_args(argv: list[str] | None = None, prog: str = "python -m jobs.restor
         p.error("--segment-frames and --placement-timeout must be positive")
     if args.fidelity is not None:
         args.sets.append(f"restore.fidelity={args.fidelity!r}")
+    args.sets += selection_overrides(args)
     if args.job_name and not re.fullmatch(r"[A-Za-z0-9._-]{1,128}", args.job_name):
         p.error("--job-name: letters, digits, '.', '_' and '-' only")
     return args

@@ -103,3 +103,15 @@ def test_linked_inputs_give_a_soft_clip_the_references_of_a_sharp_one(setup, tmp
     linked, unlinked = _face_psnr(scene, blurry / "restored.mp4"), _face_psnr(scene, Path(alone.output, "restored.mp4"))
     print(f"face PSNR: alone {unlinked:.2f}, linked {linked:.2f} dB")
     assert linked > unlinked + 0.5
+
+
+def test_a_library_name_chooses_whom_to_restore(setup, tmp_path):
+    _, clip, lib = setup
+    common = ["--references", str(lib), "-q", *[a for s in SETS for a in ("--set", s)]]
+    assert main(["restore", str(clip), "-o", str(tmp_path / "skip"), "--skip-persons", "tom hanks", *common]) == 0
+    m = json.loads(next((tmp_path / "skip").iterdir()).joinpath("manifest.json").read_text())
+    assert m["identities"][0]["name"] == "Tom Hanks"
+    assert m["counts"]["faces_restored"] == 0 and m["counts"]["faces_not_selected"] == N
+    assert main(["restore", str(clip), "-o", str(tmp_path / "only"), "--persons", "Tom Hanks", *common]) == 0
+    m = json.loads(next((tmp_path / "only").iterdir()).joinpath("manifest.json").read_text())
+    assert m["counts"]["faces_restored"] == N and m["counts"]["faces_not_selected"] == 0

@@ -12,7 +12,14 @@ import sys
 import time
 from pathlib import Path
 
-from worker.config import FIDELITY_HELP, ConfigError, dump_config, load_config
+from worker.config import (
+    FIDELITY_HELP,
+    ConfigError,
+    add_selection_args,
+    dump_config,
+    load_config,
+    selection_overrides,
+)
 from worker.records import ItemResult
 
 
@@ -21,6 +28,7 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
                    help="override a config key, e.g. --set restorer=none --set detect.stride=3")
     p.add_argument("--fidelity", type=float, metavar="F", help=FIDELITY_HELP)
+    add_selection_args(p)
 
 
 def _version() -> str:
@@ -183,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides.append("identity.link_archive=true")
         if getattr(args, "fidelity", None) is not None:
             overrides.append(f"restore.fidelity={args.fidelity!r}")
+        overrides += selection_overrides(args)
         if getattr(args, "references", None):
             overrides.append(f"references.library={json.dumps(args.references)}")
         cfg = load_config(args.config, overrides)

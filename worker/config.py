@@ -6,6 +6,7 @@ Every option has a default that works offline on a CPU-only machine.
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -110,6 +111,11 @@ class RestoreConfig:
     # every restorer: 0 = leave every face exactly as it is, 1 = the restorer's full result;
     # between, the restored face is blended with the input (input + fidelity x change)
     fidelity: float = 1.0
+    # whom to restore: comma-separated person numbers (an item's manifest "identities" ids, so
+    # per item) or names from the reference library; "" = everyone. Others are left untouched.
+    persons: str = ""
+    skip_persons: str = ""  # the same, for people to leave untouched
+    largest_face_only: bool = False  # in each frame or photo only its largest face is restored
 
     @property
     def adapts(self) -> bool:
@@ -172,6 +178,32 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
     if typ in (int, float, str) and not isinstance(value, typ) or isinstance(value, bool) and typ is not bool:
         raise ConfigError(f"{key}: expected {typ.__name__}, got {value!r}")
     return value
+
+
+def person_list(value: str) -> list[str]:
+    """``restore.persons`` / ``restore.skip_persons`` as its entries, in order, without blanks."""
+    return [p.strip() for p in value.split(",") if p.strip()]
+
+
+def add_selection_args(p) -> None:
+    """The options that choose whom to restore (``refstar restore``, ``run``, ``demo``)."""
+    g = p.add_argument_group("people", "whom to restore; the others are left exactly as they are")
+    g.add_argument("--persons", metavar="LIST", help="only these people: person numbers from the item's "
+                   "manifest (per item) or names from --references, comma-separated (restore.persons)")
+    g.add_argument("--skip-persons", metavar="LIST", help="everyone but these (restore.skip_persons)")
+    g.add_argument("--largest-face-only", action="store_true",
+                   help="only the largest face of each frame or photo (restore.largest_face_only)")
+
+
+def selection_overrides(args) -> list[str]:
+    """``--set`` overrides for the options of :func:`add_selection_args`."""
+    out = []
+    for opt in ("persons", "skip_persons"):
+        if getattr(args, opt, None):
+            out.append(f"restore.{opt}={json.dumps(args.__dict__[opt])}")
+    if getattr(args, "largest_face_only", False):
+        out.append("restore.largest_face_only=true")
+    return out
 
 
 FIDELITY_HELP = ("0..1 (restore.fidelity, default 1): 0 leaves every face exactly as it is, "

@@ -188,6 +188,8 @@ def count_faces(faces: list[Face], identities: list[Identity]) -> dict[str, int]
         "faces_unconfirmed": sum(f.skipped == "unconfirmed" for f in faces),
         "faces_not_faces": sum(f.skipped == "not_a_face" for f in faces),
         "faces_sharp": sum(f.skipped == "sharp" for f in faces),
+        "faces_not_selected": sum(f.skipped == "not_selected" for f in faces),  # restore.persons / skip_persons
+        "faces_not_largest": sum(f.skipped == "not_largest" for f in faces),  # restore.largest_face_only
         "identities": len(identities),
         "references": sum(len(i.references) for i in identities),
     }

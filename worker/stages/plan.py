@@ -3,6 +3,7 @@ face is restored with."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -15,6 +16,8 @@ from worker.stages.analyse import Analysis
 from worker.stages.identity import assign, centroids, cluster
 from worker.stages.references import Candidate, choose_reference, select_references, sharpness_of
 from worker.stages.track import cannot_link_tracks, smooth_landmarks
+
+log = logging.getLogger(__name__)
 
 
 def face_tracks(analysis: Analysis, cfg: Config) -> set[int]:
@@ -138,17 +141,55 @@ def plan_album(faces: list[Face], embeddings: np.ndarray, cfg: Config,
     return with_references(people, cfg)
 
 
+def chosen_people(identities: list[Identity], rc) -> tuple[set[int] | None, list[str]]:
+    """The identity ids ``restore.persons`` / ``restore.skip_persons`` (``rc``, a RestoreConfig)
+    leave to restore (None: everyone, faces of no identity included), and the entries that named
+    nobody in this item. An entry is a person number (``Identity.id``) or a library name (any case)."""
+    from worker.config import person_list
+
+    want, skip = person_list(rc.persons), person_list(rc.skip_persons)
+    if not want and not skip:
+        return None, []
+
+    def who(entry: str) -> set[int]:
+        return {i.id for i in identities if entry == str(i.id) or (i.name and entry.casefold() == i.name.casefold())}
+
+    unmatched = [e for e in want + skip if not who(e)]
+    keep = set().union(*map(who, want)) if want else {i.id for i in identities} | {-1}
+    return keep - set().union(*map(who, skip)), unmatched
+
+
+UNCHOSEN = ("not_selected", "not_largest")  # left untouched because the user chose other faces
+
+
 def assign_references(faces: list[Face], identities: list[Identity], cfg: Config) -> dict[str, Reference]:
     """Pick the reference of every face (nearest in pose among those ``references.min_gain``
-    times sharper than it) and mark faces left untouched: too small, or (``restore.skip_sharp``)
-    as sharp as their person's references, which have nothing to give them and which restoring
-    could only move away from what they are. Faces without an identity or whose person has no
-    reference are restored blind. Runs again when linking changes the references. Returns the
-    references by id."""
+    times sharper than it) and mark faces left untouched: not chosen (``restore.persons``,
+    ``skip_persons``, ``largest_face_only``), too small, or (``restore.skip_sharp``) as sharp as
+    their person's references, which have nothing to give them and which restoring could only
+    move away from what they are. Faces without an identity or whose person has no reference are
+    restored blind. Runs again when linking changes the references. Returns the references by id."""
     refs_of = {ident.id: ident.references for ident in identities}
+    keep, unmatched = chosen_people(identities, cfg.restore)
+    if unmatched:
+        log.warning("no person %s in this item (person numbers: %s; names: %s)", ", ".join(map(repr, unmatched)),
+                    [i.id for i in identities], [i.name for i in identities if i.name])
     for face in faces:
-        if face.skipped == "sharp":
+        if face.skipped == "sharp" or face.skipped in UNCHOSEN:
             face.skipped = None
+        if not face.skipped and keep is not None and face.identity not in keep:
+            face.skipped = "not_selected"
+    if cfg.restore.largest_face_only:
+        largest: dict[tuple[str, int], Face] = {}
+        for face in faces:
+            if not face.skipped:
+                key = (face.source, face.frame)
+                if key not in largest or _area(face) > _area(largest[key]):
+                    largest[key] = face
+        for face in faces:
+            if not face.skipped and largest[(face.source, face.frame)] is not face:
+                face.skipped = "not_largest"
+    for face in faces:
         if face.skipped:
             continue
         if face.size < cfg.restore.min_face_px:
@@ -160,6 +201,11 @@ def assign_references(faces: list[Face], identities: list[Identity], cfg: Config
         if ref is None and refs and cfg.restore.skip_sharp:
             face.skipped = "sharp"
     return {r.ref_id: r for ident in identities for r in ident.references}
+
+
+def _area(face: Face) -> float:
+    x0, y0, x1, y1 = face.bbox
+    return float((x1 - x0) * (y1 - y0))
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
