@@ -56,10 +56,21 @@ class PassThrough:
 
 
 def resolve_device(device: str) -> torch.device:
-    """Resolve "auto" to cuda when available, else cpu."""
+    """Resolve "auto" to cuda when available, else cpu. A device this machine does not have is a
+    ModelError (running on the CPU instead while the manifest says "cuda" would mislead)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ModelError(f"device {device!r} is not a torch device ({e})") from e
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0 or (dev.index is not None and dev.index >= n):
+            have = f"{n} CUDA GPU(s)" if n else "no CUDA GPU"
+            raise ModelError(f"device {device!r} is not on this machine: torch {torch.__version__} "
+                             f"sees {have}; use auto or cpu")
+    return dev
 
 
 def make_restorer(
@@ -67,8 +78,9 @@ def make_restorer(
 ) -> Restorer:
     """Build the restorer named in ``RestoreConfig.restorer``.
 
-    Raises ValueError for an unknown name and ModelError when a model cannot be used.
+    Raises ValueError for an unknown name and ModelError when a model or the device cannot be used.
     """
+    resolve_device(device)
     if name == "none":
         return PassThrough()
     if name == "guided":

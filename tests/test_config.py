@@ -55,3 +55,27 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.startswith("refstar 0.")
+
+
+@pytest.mark.parametrize("override, words", [
+    ("restorer=gfpgan", "restore.restorer: 'gfpgan' is not one of none, guided, refstar"),
+    ("restore.restorer=refstr", "did you mean 'refstar'"),
+    ("backend=mtcnn", "detect.backend: 'mtcnn' is not one of dlib, insightface"),
+    ("restore.device=gpu", "restore.device: 'gpu' is not one of auto, cpu, cuda, cuda:N"),
+    ("restore.adapt_preset=huge", "restore.adapt_preset"),
+])
+def test_string_keys_take_only_their_values_even_in_config_show(override, words, capsys):
+    with pytest.raises(ConfigError, match=words):
+        load_config(None, [override])
+    assert main(["config", "show", "--set", override]) == 2
+    assert words in capsys.readouterr().err
+    assert load_config(None, ["restore.device=cuda:1"]).restore.device == "cuda:1"  # an index is a value
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a machine with a GPU has cuda")
+def test_a_device_that_is_not_here_stops_restore_before_any_work(tmp_path, capsys):
+    photo = tmp_path / "p.png"
+    photo.write_bytes(b"not read: the device is checked first")
+    assert main(["restore", str(photo), "-o", str(tmp_path / "out"), "-q", "--set", "restore.device=cuda"]) == 2
+    assert "device 'cuda' is not on this machine" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

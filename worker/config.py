@@ -228,6 +228,30 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
 }
 
 
+# the values a string key takes (a regex where the set is open, e.g. a GPU index)
+CHOICES: dict[str, tuple[str, ...]] = {
+    "restore.restorer": ("none", "guided", "refstar"),
+    "restore.device": ("auto", "cpu", "cuda", r"cuda:\d+"),
+    "restore.adapt_preset": ("tiny", "adapt", "small", "base"),
+    "detect.backend": ("dlib", "insightface"),
+    "detect.dlib_detector": ("hog", "cnn"),
+}
+
+
+def _check_choice(key: str, value: Any) -> None:
+    import re
+
+    allowed = CHOICES.get(key)
+    if allowed is None or any(re.fullmatch(a, str(value)) for a in allowed):
+        return
+    import difflib
+
+    shown = [a.replace(r"\d+", "N") for a in allowed]
+    near = difflib.get_close_matches(str(value), shown, n=1)
+    hint = f"; did you mean {near[0]!r}?" if near else ""
+    raise ConfigError(f"{key}: {value!r} is not one of {', '.join(shown)}{hint}")
+
+
 def _check_range(key: str, value: Any) -> None:
     lo, hi = RANGES.get(key, (None, None))
     if value is None or (lo is None and hi is None):
@@ -257,6 +281,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
         else:
             kwargs[key] = _coerce(value, typ, name)
             _check_range(name, kwargs[key])
+            _check_choice(name, kwargs[key])
     return cls(**kwargs)
 
 
