@@ -129,7 +129,7 @@ def install(run: Path, record: dict, dest: Path | None = None) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m jobs.prior", description=__doc__.split("\n")[0])
     ap.add_argument("--data", required=True, help="the face media (../shared/data)")
-    ap.add_argument("--out", required=True, help="run folder: faces/, checkpoints/, split.json")
+    ap.add_argument("-o", "--output", "--out", dest="out", required=True, help="run folder: faces/, checkpoints/, split.json")
     ap.add_argument("--rotation", choices=("a", "b"), default="a", help="which half of the clips trains")
     ap.add_argument("--time-budget", type=float, default=7200.0, metavar="S", help="training seconds")
     ap.add_argument("--steps", type=int, default=100_000, help="step cap (the time budget ends it first)")

@@ -31,6 +31,7 @@ from worker.config import (
     load_config,
     selection_overrides,
 )
+from worker.helptext import HelpFormatter, plain
 from worker.item.litter import work_dir
 from worker.records import ItemResult
 
@@ -132,15 +133,17 @@ def _not_run(item: archive.ArchiveItem, why: str, result: ItemResult | None = No
 
 
 def parse_args(argv: list[str] | None = None, prog: str = "python -m jobs.restore") -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    p.add_argument("--input", help="archive: local folder or s3:// prefix")
+    p = argparse.ArgumentParser(prog=prog, description=plain(__doc__.split("\n\n")[0]),
+                                formatter_class=HelpFormatter)
+    p.add_argument("-i", "--input", help="archive: local folder or s3:// prefix")
     p.add_argument("--manifest", help="JSONL manifest (local path or s3:// URI) instead of --input")
     p.add_argument("--item", action="append", default=[], metavar="URI",
                    help="one item instead of --input: a video, an image or an album folder (repeatable)")
-    p.add_argument("--output", required=True, help="output folder or s3:// prefix")
+    p.add_argument("-o", "--output", required=True, help="output folder or s3:// prefix")
     p.add_argument("--address", help="Ray cluster address (default: the job's cluster, else a local one)")
-    p.add_argument("--config", help="YAML config file")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--config", metavar="FILE", help="YAML config file")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (repeatable), e.g. --set restorer=none")
     p.add_argument("--fidelity", type=float, metavar="F", help=FIDELITY_HELP)
     add_selection_args(p)
     pool = p.add_argument_group(
@@ -150,15 +153,15 @@ def parse_args(argv: list[str] | None = None, prog: str = "python -m jobs.restor
                       help="analysis actors (default: the cluster's CPUs / --analysis-cpus)")
     pool.add_argument("--restore-actors", type=int, metavar="N", help="restore actors (default: the "
                       "cluster's GPUs / --restore-gpus when that is set, else CPUs / --restore-cpus)")
-    pool.add_argument("--analysis-cpus", type=float, default=1.0, help="CPUs reserved per analysis actor (default: 1)")
-    pool.add_argument("--restore-cpus", type=float, default=1.0, help="CPUs reserved per restore actor (default: 1)")
-    pool.add_argument("--restore-gpus", type=float, default=0.0, help="GPUs per restore actor (default: 0)")
-    pool.add_argument("--segment-frames", type=int, default=250,
-                      help="minimum frames per video segment (default: 250)")
+    pool.add_argument("--analysis-cpus", type=float, default=1.0, metavar="N", help="CPUs reserved per analysis actor")
+    pool.add_argument("--restore-cpus", type=float, default=1.0, metavar="N", help="CPUs reserved per restore actor")
+    pool.add_argument("--restore-gpus", type=float, default=0.0, metavar="N", help="GPUs per restore actor")
+    pool.add_argument("--segment-frames", type=int, default=250, metavar="N",
+                      help="minimum frames per video segment")
     pool.add_argument("--placement-timeout", type=float, default=900.0, metavar="S",
                       help="stop the job when no actor of a pool could be placed in S seconds, "
-                           "e.g. GPUs asked of a cluster that has none (default: 900)")
-    p.add_argument("--work", help="folder/prefix for segment files (a shared one on multi-node clusters)")
+                           "e.g. GPUs asked of a cluster that has none")
+    p.add_argument("--work", metavar="URI", help="folder/prefix for segment files (a shared one on multi-node clusters)")
     p.add_argument("--force", action="store_true", help="redo items that are already done")
     p.add_argument("--job-name", metavar="NAME", help="write the summary to <output>/_jobs/NAME.json "
                    "(default: <output>/_job_summary.json); the S3 trigger passes its submission id")

@@ -26,11 +26,14 @@ DEFAULT_ALBUM_SETTLE_S = 30.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="refstar trigger", description=__doc__.split("\n\n")[0])
+    from worker.helptext import HelpFormatter, plain
+
+    p = argparse.ArgumentParser(prog="refstar trigger", description=plain(__doc__.split("\n\n")[0]),
+                                formatter_class=HelpFormatter)
     p.add_argument("--queue", required=True, metavar="URL",
                    help="SQS queue URL that receives the input bucket's ObjectCreated events")
-    p.add_argument("--input", required=True, metavar="S3_PREFIX", help="watched s3://bucket/prefix/")
-    p.add_argument("--output", required=True, metavar="URI",
+    p.add_argument("-i", "--input", required=True, metavar="S3_PREFIX", help="watched s3://bucket/prefix/")
+    p.add_argument("-o", "--output", required=True, metavar="URI",
                    help="where restored items go (s3://bucket/prefix/); events for keys below it are ignored")
     p.add_argument("--address", metavar="URL",
                    help="Ray dashboard/job server, e.g. http://head:8265 (default: start a local Ray)")

@@ -135,8 +135,10 @@ def submit_main(argv: list[str]) -> int:
     import hashlib
 
     from jobs.restore import parse_args as job_parse_args
+    from worker.helptext import HelpFormatter, plain
 
-    p = argparse.ArgumentParser(prog="refstar submit", description=submit_main.__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="refstar submit", description=plain(submit_main.__doc__.split("\n")[0]),
+                                formatter_class=HelpFormatter)
     p.add_argument("--address", help="Ray job server, e.g. http://head:8265 (default: $RAY_ADDRESS, "
                    "else a local Ray that lives as long as this command: use with --wait)")
     p.add_argument("--submission-id", help="job id (default: derived from the arguments and the time)")

@@ -27,20 +27,22 @@ DEFAULTS = TrainConfig()
 
 def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The training options, shared by ``refstar train`` and ``python -m jobs.train``."""
-    p.add_argument("--data", required=True, help="identity-folder tree (or an item folder "
-                   "with --job-output)")
-    p.add_argument("--out", required=True, help="run folder: checkpoints/step_*/ go here")
+    p.add_argument("-i", "--input", "--data", dest="data", required=True, metavar="DATA",
+                   help="identity-folder tree (or an item folder with --job-output)")
+    p.add_argument("-o", "--output", "--out", dest="out", required=True, metavar="RUN",
+                   help="run folder: checkpoints/step_*/ go here")
     p.add_argument("--job-output", action="store_true",
                    help="--data is a worker item's output (refs/<identity>/*.png)")
     p.add_argument("--aligned", action="store_true",
                    help="the images are template-aligned crops (skip face detection)")
-    p.add_argument("--preset", default="small", choices=("tiny", "adapt", "small", "base"))
+    p.add_argument("--preset", default="small", choices=("tiny", "adapt", "small", "base"),
+                   help="network size")
     p.add_argument("--size", type=int, default=None, help="crop size, px (default: preset's)")
-    p.add_argument("--steps", type=int, default=DEFAULTS.max_steps)
+    p.add_argument("--steps", type=int, default=DEFAULTS.max_steps, metavar="N", help="optimizer steps")
     p.add_argument("--time-budget", type=float, default=None, help="seconds; stop by then")
-    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
-    p.add_argument("--lr", type=float, default=DEFAULTS.lr)
-    p.add_argument("--ckpt-every", type=int, default=500)
+    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, metavar="N", help="pairs per step")
+    p.add_argument("--lr", type=float, default=DEFAULTS.lr, help="AdamW learning rate (cosine decay)")
+    p.add_argument("--ckpt-every", type=int, default=500, metavar="N", help="steps between checkpoints")
     p.add_argument("--num-workers", type=int, default=2, help="DataLoader worker processes")
     p.add_argument("--adv", type=float, default=0.0, metavar="W",
                    help="weight of the hinge GAN term against a PatchDiscriminator (0: off; for long GPU runs)")
@@ -48,10 +50,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="weight of the MCC reference term (default: 0.25 on GPU, 0 on CPU)")
     p.add_argument("--blind-ranges", action="store_true",
                    help="the full blind-face degradation ranges instead of the adaptation ones")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--resume", action="store_true", help="continue the run in --output")
     p.add_argument("--init", default=None, help="checkpoint to fine-tune from")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--seed", type=int, default=0, help="random seed (data order, degradations, init)")
     p.add_argument("--ray", action="store_true", help="run on Ray Train (joins RAY_ADDRESS)")
     p.add_argument("--workers", type=int, default=1, help="Ray Train workers (with --ray)")
     p.add_argument("--gpu", action="store_true", help="one GPU per Ray Train worker")
@@ -111,7 +113,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = add_train_arguments(argparse.ArgumentParser(prog="python -m jobs.train"))
+    from worker.helptext import HelpFormatter
+
+    parser = add_train_arguments(argparse.ArgumentParser(prog="python -m jobs.train", formatter_class=HelpFormatter))
     return run_train(parser.parse_args(argv))
 
 

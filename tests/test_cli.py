@@ -113,3 +113,39 @@ def test_the_next_run_sweeps_what_a_killed_one_left(tmp_path, monkeypatch):
     assert not list(tmp.iterdir())
     (item,) = (tmp_path / "out").iterdir()
     assert (item / "_DONE").is_file()
+
+
+@pytest.mark.parametrize("cmd", ["restore", "run", "trigger", "submit", "train", "status", "demo", "eval"])
+def test_help_shows_defaults_and_no_markup(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([cmd, "--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "``" not in out and "(default: None)" not in out
+    expect = {"run": "(default: 250)", "trigger": "(default: 20)", "train": "(default: small)",
+              "demo": "(default: refstar-demo)"}.get(cmd)
+    assert expect is None or expect in out, out
+
+
+def test_inputs_and_outputs_are_spelt_alike_everywhere(photo, tmp_path):
+    from jobs.restore import parse_args as run_args
+    from jobs.s3_trigger import parse_args as trigger_args
+    from jobs.train import add_train_arguments
+
+    assert main(["restore", "-i", str(photo), "-o", str(tmp_path / "a"), "-q"]) == 0
+    assert [p.name for p in (tmp_path / "a").iterdir() if p.is_dir()] == [
+        p.name for p in (tmp_path / "a").iterdir() if p.name.startswith("portrait-")]
+    r = run_args(["-i", "in", "-o", "out"])
+    assert (r.input, r.output) == ("in", "out")
+    t = trigger_args(["--queue", "q", "-i", "s3://b/in/", "-o", "s3://b/out/"])
+    assert (t.input, t.output) == ("s3://b/in/", "s3://b/out/")
+    import argparse
+
+    new = add_train_arguments(argparse.ArgumentParser()).parse_args(["-i", "d", "-o", "r"])
+    old = add_train_arguments(argparse.ArgumentParser()).parse_args(["--data", "d", "--out", "r"])
+    assert (new.data, new.out) == (old.data, old.out) == ("d", "r")
+
+
+def test_restore_without_an_input_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["restore", "-o", str(tmp_path)])
+    assert e.value.code == 2 and "give at least one INPUT" in capsys.readouterr().err

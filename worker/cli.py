@@ -20,6 +20,7 @@ from worker.config import (
     load_config,
     selection_overrides,
 )
+from worker.helptext import HelpFormatter
 from worker.records import ItemResult
 
 
@@ -42,11 +43,13 @@ def _version() -> str:
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="refstar", description="Identity-aware, reference-based face "
-                                 "restoration for videos and photo albums.")
+                                 "restoration for videos and photo albums.", formatter_class=HelpFormatter)
     ap.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("restore", help="restore videos, images or albums (folders of images)")
-    r.add_argument("inputs", nargs="+", metavar="INPUT", help="video file, image, or folder of images")
+    r = sub.add_parser("restore", help="restore videos, images or albums (folders of images)", formatter_class=HelpFormatter)
+    r.add_argument("inputs", nargs="*", metavar="INPUT", help="video file, image, or folder of images")
+    r.add_argument("-i", "--input", action="append", default=[], dest="more_inputs", metavar="INPUT",
+                   help="an input given as an option (repeatable), as refstar run spells it")
     r.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
     r.add_argument("--force", action="store_true", help="redo items that are already done")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
@@ -56,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--references", metavar="DIR", help="reference library: one folder of photos per "
                    "person name (DIR/Rose Smith/*.jpg), local or s3:// (references.library)")
     _config_args(r)
-    d = sub.add_parser("demo", help="build a short degraded clip from bundled face photos and restore it")
+    d = sub.add_parser("demo", help="build a short degraded clip from bundled face photos and restore it", formatter_class=HelpFormatter)
     d.add_argument("-o", "--output", default="refstar-demo", metavar="OUT", help="output folder")
     d.add_argument("--frames", type=int, default=48, help="length of the clip in frames")
     _config_args(d)
@@ -70,15 +73,15 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("submit", help="submit an archive job to a Ray cluster (refstar submit --help)", add_help=False)
     sub.add_parser("trigger", help="consume S3 upload events from SQS, one Ray job per new item "
                    "(refstar trigger --help)", add_help=False)
-    st = sub.add_parser("status", help="items and jobs of an output folder/prefix")
-    st.add_argument("--output", required=True, metavar="URI", help="the output folder or s3:// prefix")
+    st = sub.add_parser("status", help="items and jobs of an output folder/prefix", formatter_class=HelpFormatter)
+    st.add_argument("-o", "--output", required=True, metavar="URI", help="the output folder or s3:// prefix")
     st.add_argument("--address", metavar="URL", help="Ray job server, e.g. http://head:8265: adds job states")
     st.add_argument("--resubmit", action="store_true",
                     help="submit failed/stopped jobs of this output again (needs --address)")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     c = sub.add_parser("config", help="configuration")
     csub = c.add_subparsers(dest="config_cmd", required=True)
-    show = csub.add_parser("show", help="print the effective configuration as YAML")
+    show = csub.add_parser("show", help="print the effective configuration as YAML", formatter_class=HelpFormatter)
     _config_args(show)
     return ap
 
@@ -140,14 +143,14 @@ def run_restore(inputs: list[str], output: str, cfg, force: bool = False) -> int
 
 def _train(rest: list[str]) -> int:
     from jobs.train import add_train_arguments, run_train
-
-    return run_train(add_train_arguments(argparse.ArgumentParser(prog="refstar train")).parse_args(rest))
+    parser = argparse.ArgumentParser(prog="refstar train", formatter_class=HelpFormatter)
+    return run_train(add_train_arguments(parser).parse_args(rest))
 
 
 def _eval(rest: list[str]) -> int:
     from worker.outputs.evaluate import add_eval_arguments, run_eval
 
-    return run_eval(add_eval_arguments(argparse.ArgumentParser(prog="refstar eval")).parse_args(rest))
+    return run_eval(add_eval_arguments(argparse.ArgumentParser(prog="refstar eval", formatter_class=HelpFormatter)).parse_args(rest))
 
 
 def _run(rest: list[str]) -> int:
@@ -175,7 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in _DELEGATED:  # their options live with their code (lazy imports)
         return _DELEGATED[argv[0]](argv[1:])
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.cmd == "restore":
+        args.inputs = args.inputs + args.more_inputs
+        if not args.inputs:
+            parser.error("restore: give at least one INPUT")
     if args.cmd == "status":
         from jobs.status import run_status
 

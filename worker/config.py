@@ -189,7 +189,7 @@ def add_selection_args(p) -> None:
     """The options that choose whom to restore (``refstar restore``, ``run``, ``demo``)."""
     g = p.add_argument_group("people", "whom to restore; the others are left exactly as they are")
     g.add_argument("--persons", metavar="LIST", help="only these people: person numbers from the item's "
-                   "manifest (per item) or names from --references, comma-separated (restore.persons)")
+                   "manifest (per item) or names from the reference library, comma-separated (restore.persons)")
     g.add_argument("--skip-persons", metavar="LIST", help="everyone but these (restore.skip_persons)")
     g.add_argument("--largest-face-only", action="store_true",
                    help="only the largest face of each frame or photo (restore.largest_face_only)")
