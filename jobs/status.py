@@ -29,6 +29,47 @@ class ItemState:
     source: str = ""
     counts: dict = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    restorer: str = ""  # the manifest's restorer name
+    settings: dict = field(default_factory=dict)  # config keys (dotted) that differ from the defaults
+    siblings: list[str] = field(default_factory=list)  # other items of the same source
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def settings_of(config: dict) -> dict:
+    """The output-shaping keys of a manifest's config that differ from today's defaults. Keys
+    whose default is left to the face backend (``None``) are shown only when siblings differ."""
+    from worker.config import PRESENTATION_KEYS, load_config, to_dict
+
+    defaults = _flat(to_dict(load_config()))
+    return {k: v for k, v in _flat(config).items()
+            if k not in PRESENTATION_KEYS and defaults.get(k) is not None and defaults.get(k) != v}
+
+
+def link_siblings(items: list[ItemState], configs: dict[str, dict]) -> None:
+    """Items of one source made with different settings know each other, and each shows every
+    key on which they differ (backend-filled ones included)."""
+    by_source: dict[str, list[ItemState]] = defaultdict(list)
+    for it in items:
+        if it.source:
+            by_source[it.source].append(it)
+    for group in by_source.values():
+        if len(group) < 2:
+            continue
+        flats = {it.item_id: _flat(configs.get(it.item_id, {})) for it in group}
+        keys = set().union(*flats.values())
+        differ = {k for k in keys if len({repr(f.get(k)) for f in flats.values()}) > 1}
+        for it in group:
+            it.siblings = [o.item_id for o in group if o is not it]
+            it.settings.update({k: flats[it.item_id].get(k) for k in differ})
 
 
 def read_items(out_root: str) -> list[ItemState]:
@@ -39,16 +80,20 @@ def read_items(out_root: str) -> list[ItemState]:
         parts = PurePosixPath(storage.relative_to(out_root, uri)).parts
         if len(parts) >= 2 and not parts[0].startswith("_"):
             seen[parts[0]].add(parts[1] if len(parts) == 2 else parts[1] + "/")
-    items = []
+    items, configs = [], {}
     for iid in sorted(seen):
         names, st = seen[iid], ItemState(iid, "incomplete")
         if "manifest.json" in names:
             m = json.loads(storage.read_bytes(storage.join(out_root, iid, "manifest.json")))
             st.source, st.counts = m.get("source", ""), m.get("counts", {})
             st.errors = [f"{e.get('file')}: {e.get('reason')}" for e in m.get("errors", [])]
+            st.restorer = (m.get("restorer") or {}).get("name", "")
+            configs[iid] = m.get("config") or {}
+            st.settings = settings_of(configs[iid])
             st.state = "done" if storage.DONE_MARKER in names else ("partial" if m.get("status") == "partial"
                                                                       else "failed")
         items.append(st)
+    link_siblings(items, configs)
     return items
 
 
@@ -105,6 +150,11 @@ def resubmit(submitter, jobs: list, out_root: str) -> list[str]:
     return new_ids
 
 
+def _short(settings: dict, width: int = 48) -> str:
+    text = " ".join(f"{k.split('.')[-1]}={v}" for k, v in sorted(settings.items())) or "defaults"
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def _table(rows: list[list[str]], head: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
@@ -146,11 +196,19 @@ def run_status(output: str, address: str | None = None, resubmit_failed: bool = 
     if as_json:
         print(json.dumps({"items": [vars(i) for i in items], "jobs": job_rows, "resubmitted": retried}, indent=1))
     else:
-        print(_table([[i.item_id, i.state, i.counts.get("faces_restored", ""), i.source] for i in items],
-                     ["ITEM", "STATE", "FACES RESTORED", "SOURCE"]) if items else f"{output}: no items yet")
+        print(_table([[i.item_id, i.state, i.restorer or "-", _short(i.settings), i.counts.get("faces_restored", ""),
+                       i.source] for i in items],
+                     ["ITEM", "STATE", "RESTORER", "SETTINGS", "FACES RESTORED", "SOURCE"])
+              if items else f"{output}: no items yet")
         for i in items:
             for e in i.errors:
                 print(f"  {i.item_id}: {e}")
+        shown: set[str] = set()
+        for i in items:
+            if i.siblings and i.item_id not in shown:
+                group = [i.item_id, *i.siblings]
+                shown.update(group)
+                print(f"note: {i.source} has {len(group)} items made with different settings: {', '.join(group)}")
         if job_rows:
             print()
             print(_table([[r["job"], r["status"], r["done"] if r["done"] is not None else "-",

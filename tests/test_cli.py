@@ -149,3 +149,21 @@ def test_restore_without_an_input_is_a_usage_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["restore", "-o", str(tmp_path)])
     assert e.value.code == 2 and "give at least one INPUT" in capsys.readouterr().err
+
+
+def test_status_shows_settings_and_flags_siblings(photo, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    assert main(["restore", str(photo), "-o", out, "-q"]) == 0
+    assert main(["restore", str(photo), "-o", out]) == 0  # progress on: the same item, nothing redone
+    assert main(["restore", str(photo), "-o", out, "-q", "--fidelity", "0.5"]) == 0
+    capsys.readouterr()
+    assert main(["status", "-o", out, "--json"]) == 0
+    items = {i["item_id"]: i for i in json.loads(capsys.readouterr().out)["items"]}
+    assert len(items) == 2 and all(i["state"] == "done" and i["restorer"] == "guided" for i in items.values())
+    plain, half = sorted(items.values(), key=lambda i: i["settings"].get("restore.fidelity", 1.0), reverse=True)
+    assert plain["settings"] == {"restore.fidelity": 1.0} and half["settings"] == {"restore.fidelity": 0.5}
+    assert plain["siblings"] == [half["item_id"]] and half["siblings"] == [plain["item_id"]]
+    assert main(["status", "-o", out]) == 0
+    text = capsys.readouterr().out
+    assert "fidelity=0.5" in text and "RESTORER" in text
+    assert f"has 2 items made with different settings: {', '.join(sorted(items))}" in text
