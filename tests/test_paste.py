@@ -33,10 +33,13 @@ def test_background_is_bit_identical_and_face_is_the_crop():
     assert (out[~reach] == img[~reach]).all()  # bit-identical outside the footprint
     changed = (out != img).any(-1)
     assert changed.sum() > 0.5 * (MASK == 1).sum() / (m[0, 0] ** 2 + m[0, 1] ** 2)
-    # where the mask is 1, re-cutting the frame gives the pasted crop back
+    # where the mask is 1, re-cutting the frame gives the pasted crop back, up to the frame's
+    # detail finer than the crop could hold (only the change is pasted: measured mean 1.4 levels)
     back = warp_face(out, m, S)
     inner = cv2.erode((MASK == 1).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
-    assert np.abs(back[inner].astype(int) - crop[inner].astype(int)).max() <= 2
+    assert np.abs(back[inner].astype(int) - crop[inner].astype(int)).mean() <= 2.5
+    smooth = [cv2.GaussianBlur(x, (0, 0), 2).astype(int) for x in (back, crop)]
+    assert np.abs(smooth[0][inner] - smooth[1][inner]).max() <= 6
 
 
 def test_round_trip_of_an_unmodified_crop_reproduces_the_face():
@@ -44,9 +47,10 @@ def test_round_trip_of_an_unmodified_crop_reproduces_the_face():
     m = estimate_affine(kps, S)
     crop = warp_face(img, m, S)
     out = paste_faces(img, [Paste(crop=crop, M=m, mask=MASK, original_crop=crop)], PasteConfig())
-    reach = _reach(img, m, MASK)
-    assert psnr(out, img, reach.astype(np.float32)) > 35.0
-    assert (out[~reach] == img[~reach]).all()
+    # a face the restorer left as it was leaves the frame as it was, colour matching included
+    # (pasting the crop itself cost 35-40 dB of resampling)
+    assert (out == img).all()
+    assert (color_match(crop, crop, MASK) == crop).all()
 
 
 def test_color_match_removes_a_restorers_colour_drift():
@@ -96,8 +100,10 @@ def test_several_faces_composite_in_order_and_only_their_boxes_change():
         ],
         RAW,
     )
-    cx, cy = invert_affine(m) @ np.array([S / 2, S * 0.55, 1.0])
-    assert tuple(two[int(cy), int(cx)]) == (255, 0, 0)
+    one = paste_faces(img, [Paste(np.full((S, S, 3), (255, 0, 0), np.uint8), m, MASK)], RAW)
+    core = cv2.erode((MASK == 1).astype(np.uint8), np.ones((9, 9), np.uint8)).astype(np.float32)
+    inner = _reach(img, m, core, 0)
+    assert (two[inner] == one[inner]).all()  # the first paste is gone where the second's mask is 1
 
 
 def test_faces_outside_the_frame_and_empty_masks_are_skipped():

@@ -1,4 +1,5 @@
-"""Paste restored face crops back into a frame: inverse warp, colour match, feathered blend.
+"""Paste restored face crops back into a frame: colour match, then the restorer's change (restored
+minus the crop it was given) inverse-warped and added under a feathered mask.
 
 Only the bounding box of each mask's footprint in the frame is touched, so pasting into a 4K
 frame costs about as much as into a small one; pixels where the warped mask is exactly 0 stay
@@ -66,7 +67,8 @@ def color_match(restored: np.ndarray, reference: np.ndarray, mask: np.ndarray) -
     wsum = w.sum()
     if wsum < 1e-6:
         return restored
-    lab_r = cv2.cvtColor(restored, cv2.COLOR_BGR2LAB).astype(np.float32)
+    lab_u8 = cv2.cvtColor(restored, cv2.COLOR_BGR2LAB)
+    lab_r = lab_u8.astype(np.float32)
     lab_o = cv2.cvtColor(reference, cv2.COLOR_BGR2LAB).astype(np.float32)
     blur_r = cv2.GaussianBlur(lab_r, (0, 0), sigma)
     blur_o = cv2.GaussianBlur(lab_o, (0, 0), sigma)
@@ -79,7 +81,10 @@ def color_match(restored: np.ndarray, reference: np.ndarray, mask: np.ndarray) -
         gain = float(np.clip(so / sr, 0.5, 2.0)) if sr > 1e-3 else 1.0
         out[..., c] = (lab_r[..., c] - mr) * gain + mo
     out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
-    return cv2.cvtColor(out, cv2.COLOR_LAB2BGR)
+    # applied as a correction, so that the Lab round trip's own rounding cancels: a crop whose
+    # colours already match comes back bit-identical
+    fix = cv2.cvtColor(out, cv2.COLOR_LAB2BGR).astype(np.int16) - cv2.cvtColor(lab_u8, cv2.COLOR_LAB2BGR)
+    return np.clip(restored.astype(np.int16) + fix, 0, 255).astype(np.uint8)
 
 
 def paste_faces(
@@ -100,16 +105,17 @@ def paste_faces(
         if box is None:
             continue
         x0, y0, x1, y1 = box
-        crop = p.crop
-        if cfg.color_match:
-            orig = p.original_crop if p.original_crop is not None else warp_face(image, p.M, size)
-            crop = color_match(crop, orig, p.mask)
+        orig = p.original_crop if p.original_crop is not None else warp_face(image, p.M, size)
+        crop = color_match(p.crop, orig, p.mask) if cfg.color_match else p.crop
+        # only the restorer's change is warped back and added: the crop's own resampling (a face
+        # of 200 px cut at 512 and put back) would blur what the restorer left as it was
+        change = crop.astype(np.float32) - orig.astype(np.float32)
         # crop -> ROI pixels: shift the inverse affine by the ROI origin
         m_roi = minv.copy()
         m_roi[:, 2] -= (x0, y0)
         dsize = (x1 - x0, y1 - y0)
-        face = cv2.warpAffine(
-            crop, m_roi, dsize, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        delta = cv2.warpAffine(
+            change, m_roi, dsize, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
         )
         alpha = cv2.warpAffine(
             p.mask.astype(np.float32),
@@ -121,7 +127,10 @@ def paste_faces(
         )
         alpha = np.clip(alpha, 0.0, 1.0)[..., None]
         roi = out[y0:y1, x0:x1]
-        blended = roi.astype(np.float32) * (1.0 - alpha) + face.astype(np.float32) * alpha
+        # the frame as it came plus this face's change, over what earlier faces left: where
+        # faces overlap the later one wins, as a pasted crop would
+        target = image[y0:y1, x0:x1].astype(np.float32) + delta
+        blended = roi.astype(np.float32) * (1.0 - alpha) + target * alpha
         blended = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
         # exact zeros of the mask keep the original bytes (no float round trip)
         out[y0:y1, x0:x1] = np.where(alpha > 0, blended, roi)
