@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import re
 import shutil
 import sys
@@ -33,6 +32,7 @@ from worker.config import (
 )
 from worker.helptext import HelpFormatter, plain
 from worker.item.litter import work_dir
+from worker.logs import add_log_args, setup_logging_from
 from worker.records import ItemResult
 
 
@@ -146,6 +146,7 @@ def parse_args(argv: list[str] | None = None, prog: str = "python -m jobs.restor
                    help="override a config key (repeatable), e.g. --set restorer=none")
     p.add_argument("--fidelity", type=float, metavar="F", help=FIDELITY_HELP)
     add_selection_args(p)
+    add_log_args(p, level="info")  # the pools' waiting lines are info
     pool = p.add_argument_group(
         "actor pools", "Unset sizes fill the cluster; analysis and restore actors that do not fit "
         "side by side take turns. Defaults work on any machine, a 2-core laptop included.")
@@ -190,8 +191,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m jobs.restore") ->
     from worker.signals import exit_status
 
     args = parse_args(argv, prog)
-    if not logging.getLogger().handlers:  # a CLI run: the pools' waiting lines go to stderr
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging_from(args)
     try:
         load_config(args.config, args.sets)  # a bad config fails the job before any work
         storage.check_root(args.output)

@@ -167,3 +167,22 @@ def test_status_shows_settings_and_flags_siblings(photo, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "fidelity=0.5" in text and "RESTORER" in text
     assert f"has 2 items made with different settings: {', '.join(sorted(items))}" in text
+
+
+def test_json_logs_and_presentation_options_redo_nothing(photo, tmp_path):
+    """--log-format json: every stderr line is a JSON object (progress and warnings); -q,
+    --log-level and --log-format never change the item id, so a finished item is not redone."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "worker.cli", "restore", str(photo), "-o", str(out)]
+    first = subprocess.run([*cmd, "-q", "--persons", "99"], capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    again = subprocess.run([*cmd, "--persons", "99", "--log-format", "json", "--log-level", "info", "--force"],
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    recs = [json.loads(line) for line in again.stderr.splitlines() if line.strip()]
+    assert any(r["level"] == "warning" and "no person '99'" in r["msg"] for r in recs), recs
+    assert any(r["logger"] == "worker.progress" or "analyse" in r["msg"] for r in recs), recs
+    assert all({"t", "level", "logger", "msg"} <= set(r) for r in recs)
+    assert len([p for p in out.iterdir() if p.is_dir() and not p.name.startswith("_")]) == 1
+    skip = subprocess.run([*cmd, "--persons", "99", "--log-format", "json"], capture_output=True, text=True, timeout=300)
+    assert "already done" in skip.stdout + skip.stderr

@@ -21,6 +21,7 @@ from worker.config import (
     selection_overrides,
 )
 from worker.helptext import HelpFormatter
+from worker.logs import add_log_args, setup_logging_from
 from worker.records import ItemResult
 
 
@@ -30,6 +31,7 @@ def _config_args(p: argparse.ArgumentParser) -> None:
                    help="override a config key, e.g. --set restorer=none --set detect.stride=3")
     p.add_argument("--fidelity", type=float, metavar="F", help=FIDELITY_HELP)
     add_selection_args(p)
+    add_log_args(p)
 
 
 def _version() -> str:
@@ -209,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "config":
         print(dump_config(cfg), end="")
         return 0
+    setup_logging_from(args)
     if args.cmd == "demo":
         from worker.demo import run_demo
 

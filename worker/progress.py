@@ -1,10 +1,16 @@
-"""Progress lines for long work: rate and ETA on stderr, at most one line per ``interval`` s."""
+"""Progress lines for long work: rate and ETA on stderr, at most one line per ``interval`` s.
+On a terminal the line is redrawn in place; elsewhere (a log file, a pipe) each update is a
+line; with ``--log-format json`` each is a log record of ``worker.progress``."""
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from typing import TextIO
+
+log = logging.getLogger(__name__)
+AS_LOG = False  # set by worker.logs.setup_logging for --log-format json
 
 
 def _clock(seconds: float) -> str:
@@ -22,7 +28,8 @@ class Progress:
         self.stream = stream or sys.stderr
         self.count = 0
         self.start = time.monotonic()
-        self._last = 0.0
+        self._last = self.start  # the first line waits one interval: a rate over 1 ms means nothing
+        self._drawn = False
 
     def update(self, n: int = 1, note: str = "") -> None:
         self.count += n
@@ -45,13 +52,22 @@ class Progress:
             line += f" {self.unit} {rate:.1f}/s"
         if note:
             line += f" {note}"
-        print(line, file=self.stream, flush=True)
+        self._emit(line, final=False)
+
+    def _emit(self, line: str, final: bool) -> None:
+        if AS_LOG:
+            log.info(line)
+        elif getattr(self.stream, "isatty", lambda: False)():
+            self.stream.write(f"\r{line}\x1b[K" + ("\n" if final else ""))
+            self.stream.flush()
+            self._drawn = not final
+        else:
+            print(line, file=self.stream, flush=True)
 
     def done(self, note: str = "") -> float:
         """Print the closing line; returns the elapsed seconds."""
         elapsed = time.monotonic() - self.start
         if self.enabled:
-            print(f"{self.label}: {self.count} {self.unit} in {elapsed:.1f} s "
-                  f"({self.count / max(elapsed, 1e-9):.1f}/s){' ' + note if note else ''}",
-                  file=self.stream, flush=True)
+            self._emit(f"{self.label}: {self.count} {self.unit} in {elapsed:.1f} s "
+                       f"({self.count / max(elapsed, 1e-9):.1f}/s){' ' + note if note else ''}", final=True)
         return elapsed
