@@ -200,7 +200,7 @@ def selection_overrides(args) -> list[str]:
     out = []
     for opt in ("persons", "skip_persons"):
         if getattr(args, opt, None):
-            out.append(f"restore.{opt}={json.dumps(args.__dict__[opt])}")
+            out.append(f"restore.{opt}={json.dumps(getattr(args, opt))}")
     if getattr(args, "largest_face_only", False):
         out.append("restore.largest_face_only=true")
     return out
