@@ -44,12 +44,18 @@ def _flat(tree: dict, prefix: str = "") -> dict:
     return out
 
 
-def settings_of(config: dict) -> dict:
-    """The output-shaping keys of a manifest's config that differ from today's defaults. Keys
-    whose default is left to the face backend (``None``) are shown only when siblings differ."""
-    from worker.config import PRESENTATION_KEYS, load_config, to_dict
+def default_settings() -> dict:
+    """Today's defaults as dotted keys (what :func:`settings_of` compares with)."""
+    from worker.config import load_config, to_dict
 
-    defaults = _flat(to_dict(load_config()))
+    return _flat(to_dict(load_config()))
+
+
+def settings_of(config: dict, defaults: dict) -> dict:
+    """The output-shaping keys of a manifest's config that differ from ``defaults``. Keys whose
+    default is left to the face backend (``None``) are shown only when siblings differ."""
+    from worker.config import PRESENTATION_KEYS
+
     return {k: v for k, v in _flat(config).items()
             if k not in PRESENTATION_KEYS and defaults.get(k) is not None and defaults.get(k) != v}
 
@@ -80,7 +86,7 @@ def read_items(out_root: str) -> list[ItemState]:
         parts = PurePosixPath(storage.relative_to(out_root, uri)).parts
         if len(parts) >= 2 and not parts[0].startswith("_"):
             seen[parts[0]].add(parts[1] if len(parts) == 2 else parts[1] + "/")
-    items, configs = [], {}
+    items, configs, defaults = [], {}, default_settings()
     for iid in sorted(seen):
         names, st = seen[iid], ItemState(iid, "incomplete")
         if "manifest.json" in names:
@@ -89,7 +95,7 @@ def read_items(out_root: str) -> list[ItemState]:
             st.errors = [f"{e.get('file')}: {e.get('reason')}" for e in m.get("errors", [])]
             st.restorer = (m.get("restorer") or {}).get("name", "")
             configs[iid] = m.get("config") or {}
-            st.settings = settings_of(configs[iid])
+            st.settings = settings_of(configs[iid], defaults)
             st.state = "done" if storage.DONE_MARKER in names else ("partial" if m.get("status") == "partial"
                                                                       else "failed")
         items.append(st)

@@ -29,7 +29,6 @@ class Progress:
         self.count = 0
         self.start = time.monotonic()
         self._last = self.start  # the first line waits one interval: a rate over 1 ms means nothing
-        self._drawn = False
 
     def update(self, n: int = 1, note: str = "") -> None:
         self.count += n
@@ -60,7 +59,6 @@ class Progress:
         elif getattr(self.stream, "isatty", lambda: False)():
             self.stream.write(f"\r{line}\x1b[K" + ("\n" if final else ""))
             self.stream.flush()
-            self._drawn = not final
         else:
             print(line, file=self.stream, flush=True)
 

@@ -46,16 +46,21 @@ def dead_owner(who: str) -> bool:
     return host == _host() and pid.isdigit() and not alive(int(pid))
 
 
-def owned_by_the_dead(name: str, mark: str) -> bool:
-    """Whether ``name`` (``...<mark><host>-<pid>-...``) was made by a process of this host that
-    no longer runs."""
+def _local_owner(name: str, mark: str) -> int | None:
+    """The PID in ``name`` (``...<mark><host>-<pid>-...``) when this host made it, else None."""
     m = re.search(rf"{re.escape(mark)}{re.escape(_host())}-(\d+)-", name)
-    return bool(m) and not alive(int(m.group(1)))
+    return int(m.group(1)) if m else None
+
+
+def owned_by_the_dead(name: str, mark: str) -> bool:
+    """Whether ``name`` was made by a process of this host that no longer runs."""
+    pid = _local_owner(name, mark)
+    return pid is not None and not alive(pid)
 
 
 def owned_here(name: str, mark: str) -> bool:
     """Whether ``name`` was made by a process of this host (whose PID then tells if it lives)."""
-    return re.search(rf"{re.escape(mark)}{re.escape(_host())}-\d+-", name) is not None
+    return _local_owner(name, mark) is not None
 
 
 _swept: set[tuple[str, str]] = set()  # (temp dir, prefix) this process has swept

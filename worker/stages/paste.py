@@ -23,7 +23,7 @@ class Paste:
 
     crop: np.ndarray  # (S, S, 3) BGR uint8, the restored aligned crop
     M: np.ndarray  # (2, 3) float64, source -> crop affine the crop was cut with
-    mask: np.ndarray  # (S, S) float32 0..1, where the crop replaces the frame (face_mask)
+    mask: np.ndarray  # (S, S) float32 0..1, where the restorer's change is added (face_mask)
     original_crop: np.ndarray | None = None  # (S, S, 3) BGR uint8 restorer input; None = recut
 
 

@@ -11,7 +11,6 @@ through :func:`join` / :func:`safe_key`, which refuse anything that could leave 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -216,14 +215,7 @@ def list(prefix_uri: str, recursive: bool = True,  # noqa: A001 - the brief's na
 def list_modified(prefix_uri: str) -> Iterator[tuple[str, float]]:
     """Yield ``(uri, modification time in epoch seconds)`` for everything under folder
     ``prefix_uri``, temporary files included (they show a writer at work)."""
-    if is_s3(prefix_uri):
-        yield from _s3.list_modified(prefix_uri)
-        return
-    root = local_path(prefix_uri)
-    for d, _, names in os.walk(root) if root.is_dir() else ():
-        for n in names:
-            with contextlib.suppress(FileNotFoundError):  # removed while we look
-                yield os.path.join(d, n), os.stat(os.path.join(d, n)).st_mtime
+    return _s3.list_modified(prefix_uri) if is_s3(prefix_uri) else _local.list_modified(prefix_uri)
 
 
 def put_if_absent(uri: str, data: bytes | str) -> bool:

@@ -6,6 +6,7 @@ A crash never leaves a partial file under its final name; temporaries are named
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -132,6 +133,15 @@ def exists(uri: str) -> bool:
 def delete(uri: str) -> None:
     """Remove one file; a missing file is not an error (same as S3 DeleteObject)."""
     path_of(uri).unlink(missing_ok=True)
+
+
+def list_modified(prefix_uri: str) -> Iterator[tuple[str, float]]:
+    """Yield ``(path, mtime)`` for every file under a folder, temporary files included."""
+    root = path_of(prefix_uri)
+    for d, _, names in os.walk(root) if root.is_dir() else ():
+        for n in names:
+            with contextlib.suppress(FileNotFoundError):  # removed while we look
+                yield os.path.join(d, n), os.stat(os.path.join(d, n)).st_mtime
 
 
 def list_files(prefix_uri: str, recursive: bool = True) -> Iterator[tuple[str, int, float]]:
