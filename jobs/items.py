@@ -15,8 +15,9 @@ from worker import storage
 from worker.collection import archive
 from worker.config import Config
 from worker.errors import MediaError
+from worker.item.layout import Layout
 from worker.item.lifecycle import Started
-from worker.outputs.report import ReportSamples
+from worker.outputs.report import WHOLE, ReportSamples
 from worker.records import ItemResult
 
 
@@ -71,6 +72,7 @@ def _restore_video(pools, cfg, iid, src, uri, out_dir, work, result, on_restore,
         faces = [f for i in range(s.start, s.end) for f in by_frame.get(i, [])]
         want = {(f.frame, k) for i in range(s.start, s.end) for k, f in enumerate(by_frame.get(i, []))
                 if id(f) in samples.wanted}
+        want |= {(i, WHOLE) for i, _ in samples.wanted_frames if s.start <= i < s.end}
         seg_uri = storage.join(work, f"{iid}-{s.index:05d}{suffix}")
         calls.append((cfg, iid, str(src), uri, info, s, faces, shared_refs, seg_uri, want, adapted))
     if on_restore is not None:
@@ -82,6 +84,9 @@ def _restore_video(pools, cfg, iid, src, uri, out_dir, work, result, on_restore,
         for frame, k in part.restored:
             by_frame[frame][k].restored = True
         for frame, k, before, after in part.samples:
+            if k == WHOLE:
+                samples.keep_frame(frame, "", before, after)
+                continue
             face = by_frame[frame][k]
             samples.pairs.setdefault(face.identity, []).append((face, before, after))
     dst = storage.join(out_dir, "restored" + suffix)
@@ -153,7 +158,8 @@ def _restore_album(pools, cfg, iid, root, names, uri_of, out_dir, result, book, 
     shared_refs = pools.share(refs)
     calls = [(cfg, iid, str(root / name), uri_of(name), faces, shared_refs,
               storage.join(out_dir, "restored", name),
-              {k for k, f in enumerate(faces) if id(f) in samples.wanted}, adapted)
+              {k for k, f in enumerate(faces) if id(f) in samples.wanted}
+              | ({WHOLE} if (0, name) in samples.wanted_frames else set()), adapted)
              for name, faces in rows]
     progress = Progress(f"{iid} restore", len(rows), unit="images", enabled=cfg.progress)
     outs = fan_out(pools.restore, "restore_image", calls, pools.opts.in_flight_per_actor,
@@ -168,6 +174,9 @@ def _restore_album(pools, cfg, iid, root, names, uri_of, out_dir, result, book, 
         for k in restored:
             book.by_file[name][k].restored = True
         for k, before, after in pairs:
+            if k == WHOLE:
+                samples.keep_frame(0, name, before, after)
+                continue
             face = book.by_file[name][k]
             samples.pairs.setdefault(face.identity, []).append((face, before, after))
         book.status[name] = "restored"
@@ -188,21 +197,22 @@ def _adapt(pools, cfg: Config, crops: dict, result: ItemResult):
     return pools.share((net, result.restorer))
 
 
-def start_item(pools, item: archive.ArchiveItem, cfg: Config, out_root: str, work: str, tmp: Path,
+def start_item(pools, item: archive.ArchiveItem, cfg: Config, layout: Layout, work: str, tmp: Path,
                on_restore: Callable[[], None] | None = None) -> Started:
-    """Stage, analyse and plan one item on the pools' actors (``tmp``: its local work folder,
-    removed when it finishes); never raises for bad input (the failure is recorded). Finish it
-    with ``worker.item.lifecycle.finish_item``."""
+    """Stage, analyse and plan one item on the pools' actors for ``layout``
+    (``archive.item_layout``; ``tmp``: its local work folder, removed when it finishes); never
+    raises for bad input (the failure is recorded). Finish it with
+    ``worker.item.lifecycle.finish_item``."""
     from worker.item.publish import staging_uri, sweep_staging
     from worker.item.staging import stage_input
 
-    iid = archive.item_id(item, cfg)
-    final_dir = storage.join(out_root, iid)
+    iid, out_root = archive.item_id(item, cfg), layout.out_root
+    final_dir = layout.final_dir(iid)
     result = ItemResult(item_id=iid, source=item.uri, kind=item.kind, output=final_dir)
     result.restorer = {"name": cfg.restore.restorer}
     sweep_staging(out_root, iid)
     out_dir = staging_uri(out_root, iid)  # actors write the restored media here (a shared folder or S3)
-    st = Started(item.uri, cfg, result, out_dir, final_dir, work=tmp)
+    st = Started(item.uri, cfg, result, out_dir, final_dir, work=tmp, layout=layout)
     try:
         st.cfg, embed_dim = pools.calibrate(cfg)
         storage.remove_tree_marker(final_dir)

@@ -52,6 +52,10 @@ def run_job(items: list[archive.ArchiveItem], out_root: str, config_file: str | 
 
     t0 = time.monotonic()
     base = load_config(config_file, sets)
+    if base.output.layout == "mirror":
+        from worker.item.layout import check_unique
+
+        check_unique([(item.uri, item.rel or item.name) for item in items])
     link = base.identity.link_archive
     tmp_root = work_dir("refstar-job-")
     work = work or str(tmp_root / "segments")
@@ -71,6 +75,7 @@ def run_job(items: list[archive.ArchiveItem], out_root: str, config_file: str | 
             try:
                 cfg = archive.item_config(config_file, sets, item)
                 iid = archive.item_id(item, cfg)  # stats the input: it may have gone
+                layout = archive.item_layout(item, out_root, cfg)
             except (ConfigError, storage.StorageError, FileNotFoundError) as e:
                 from worker.records import ItemError
 
@@ -79,16 +84,16 @@ def run_job(items: list[archive.ArchiveItem], out_root: str, config_file: str | 
                                               errors=[ItemError(item.uri, str(e), stage)])))
                 print(f"[{n}/{len(items)}] {item.uri}: failed: {e}", file=sys.stderr, flush=True)
                 continue
-            if not force and archive.is_done(out_root, iid):
+            if not force and layout.done_by(iid):
                 rows.append((item, ItemResult(iid, item.uri, item.kind, "skipped",
-                                              output=storage.join(out_root, iid))))
+                                              output=layout.final_dir(iid))))
                 print(f"[{n}/{len(items)}] {iid}: skipped (done)", file=sys.stderr, flush=True)
                 continue
             if pools is None:  # no actors for a rerun that has nothing to do
                 pools = Pools(base, opts)
             tmp = tmp_root / f"item-{n}"
             tmp.mkdir()
-            st = start_item(pools, item, cfg, out_root, work, tmp, on_restore)
+            st = start_item(pools, item, cfg, layout, work, tmp, on_restore)
             if link and not pools.stuck:
                 started.append((n, item, st))
                 continue
@@ -119,6 +124,10 @@ def run_job(items: list[archive.ArchiveItem], out_root: str, config_file: str | 
         summary["persons"] = persons
     where = storage.join(out_root, "_jobs", f"{job_name}.json") if job_name else storage.join(out_root, "_job_summary.json")
     storage.write_atomic(where, json.dumps(summary, indent=1) + "\n")
+    if base.output.write_report:
+        from worker.outputs.index_html import write_index
+
+        write_index(out_root)
     return summary
 
 

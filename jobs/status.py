@@ -79,25 +79,21 @@ def link_siblings(items: list[ItemState], configs: dict[str, dict]) -> None:
 
 
 def read_items(out_root: str) -> list[ItemState]:
-    """Every item folder below ``out_root``: done (``_DONE``), failed/partial (a manifest but no
-    ``_DONE``), or incomplete (outputs being written, or left by a killed job)."""
-    seen: dict[str, set[str]] = defaultdict(set)
-    for uri, _, _ in storage.list(out_root):
-        parts = PurePosixPath(storage.relative_to(out_root, uri)).parts
-        if len(parts) >= 2 and not parts[0].startswith("_"):
-            seen[parts[0]].add(parts[1] if len(parts) == 2 else parts[1] + "/")
+    """Every item folder below ``out_root`` (``worker.outputs.index_html.read_entries``): done
+    (``_DONE``), failed/partial (a manifest but no ``_DONE``), or incomplete (outputs being
+    written, or left by a killed job). An item is named by its folder (its id in the items
+    layout, ``a/b/clip.mp4.refstar`` in the mirror layout)."""
+    from worker.outputs.index_html import read_entries
+
     items, configs, defaults = [], {}, default_settings()
-    for iid in sorted(seen):
-        names, st = seen[iid], ItemState(iid, "incomplete")
-        if "manifest.json" in names:
-            m = json.loads(storage.read_bytes(storage.join(out_root, iid, "manifest.json")))
+    for entry in read_entries(out_root):
+        m, st = entry.manifest, ItemState(entry.folder, entry.state)
+        if m:
             st.source, st.counts = m.get("source", ""), m.get("counts", {})
             st.errors = [f"{e.get('file')}: {e.get('reason')}" for e in m.get("errors", [])]
             st.restorer = (m.get("restorer") or {}).get("name", "")
-            configs[iid] = m.get("config") or {}
-            st.settings = settings_of(configs[iid], defaults)
-            st.state = "done" if storage.DONE_MARKER in names else ("partial" if m.get("status") == "partial"
-                                                                      else "failed")
+            configs[entry.folder] = m.get("config") or {}
+            st.settings = settings_of(configs[entry.folder], defaults)
         items.append(st)
     link_siblings(items, configs)
     return items

@@ -12,6 +12,7 @@ import cv2
 import pytest
 
 from tests.mediagen import FaceScene, write_video
+from tests.outputs import item_dirs
 from worker.cli import main
 
 
@@ -33,7 +34,7 @@ def test_missing_insightface_pack_is_a_clear_error(photo, tmp_path, capsys):
 def test_faces_under_the_size_floor_are_counted_and_untouched(photo, tmp_path):
     assert main(["restore", str(photo), "-o", str(tmp_path), "-q",
                  "--set", "restore.min_face_px=400", "--set", "restore.crop_size=256"]) == 0
-    (item,) = tmp_path.iterdir()
+    (item,) = item_dirs(tmp_path)
     m = json.loads((item / "manifest.json").read_text())
     assert m["counts"]["faces"] == 1 and m["counts"]["faces_too_small"] == 1
     assert m["counts"]["faces_restored"] == 0 and m["faces"][0]["skipped"] == "too_small"
@@ -54,7 +55,9 @@ def test_quiet_or_not_an_item_is_done_once(photo, tmp_path, capsys):
     capsys.readouterr()
     assert main(["restore", str(photo), "-o", str(tmp_path), "-q", "--set", "restore.crop_size=256"]) == 0
     assert "already done" in capsys.readouterr().out
-    assert len(list(tmp_path.iterdir())) == 1
+    assert len(item_dirs(tmp_path)) == 1
+    index = (tmp_path / "index.html").read_text()  # the batch page, rewritten by each run
+    assert "<h1>1 item</h1>" in index and "portrait.png" in index and index.count("class=item>") == 1
 
 
 def test_an_output_that_is_a_file_is_one_clear_line(photo, tmp_path, capsys):
@@ -111,7 +114,7 @@ def test_the_next_run_sweeps_what_a_killed_one_left(tmp_path, monkeypatch):
     assert main(["restore", str(clip), "-o", str(tmp_path / "out"), "--set", "restore.crop_size=256"]) == 0
     assert not [p for p in (tmp_path / "out").rglob(".*")]
     assert not list(tmp.iterdir())
-    (item,) = (tmp_path / "out").iterdir()
+    (item,) = item_dirs(tmp_path / "out")
     assert (item / "_DONE").is_file()
 
 

@@ -13,6 +13,7 @@ import pytest
 from refstar.degradations import DegradationParams, degrade
 from refstar.metrics import identity_similarity
 from tests.mediagen import FaceScene, write_video
+from tests.outputs import item_dirs
 from worker.cli import main
 from worker.config import load_config
 from worker.outputs.evaluate import evaluate
@@ -168,7 +169,7 @@ def test_bad_inputs_exit_2_naming_the_file(clips, tmp_path, capsys):
 def test_cli_scores_a_worker_output_folder_with_its_references(clips, tmp_path, capsys):
     assert main(["restore", clips["degraded"], "-o", str(tmp_path / "out"), "-q",
                  "--set", "restore.crop_size=256"]) == 0
-    (item,) = (tmp_path / "out").iterdir()
+    (item,) = item_dirs(tmp_path / "out")
     capsys.readouterr()
     ev = tmp_path / "ev"
     assert main(["eval", clips["gt"], clips["degraded"], str(item), "-o", str(ev), "-q",

@@ -14,6 +14,7 @@ import pytest
 from skimage import data
 
 from refstar.metrics import psnr
+from tests.outputs import item_dirs
 from worker.cli import main
 from worker.config import load_config
 from worker.item.pipeline import restore_item
@@ -65,7 +66,7 @@ def test_library_gives_a_soft_clip_its_references_and_the_name(setup, tmp_path, 
     plain = restore_item(clip, str(tmp_path / "plain"), load_config(None, SETS))
     assert main(["restore", str(clip), "-o", str(tmp_path / "lib"), "--references", str(lib), "-q",
                  *[a for s in SETS for a in ("--set", s)]]) == 0
-    out = next((tmp_path / "lib").iterdir())
+    out = item_dirs(tmp_path / "lib")[0]
     m = json.loads((out / "manifest.json").read_text())
     (ident,) = m["identities"]
     assert ident["name"] == "Tom Hanks"
@@ -109,9 +110,9 @@ def test_a_library_name_chooses_whom_to_restore(setup, tmp_path):
     _, clip, lib = setup
     common = ["--references", str(lib), "-q", *[a for s in SETS for a in ("--set", s)]]
     assert main(["restore", str(clip), "-o", str(tmp_path / "skip"), "--skip-persons", "tom hanks", *common]) == 0
-    m = json.loads(next((tmp_path / "skip").iterdir()).joinpath("manifest.json").read_text())
+    m = json.loads(item_dirs(tmp_path / "skip")[0].joinpath("manifest.json").read_text())
     assert m["identities"][0]["name"] == "Tom Hanks"
     assert m["counts"]["faces_restored"] == 0 and m["counts"]["faces_not_selected"] == N
     assert main(["restore", str(clip), "-o", str(tmp_path / "only"), "--persons", "Tom Hanks", *common]) == 0
-    m = json.loads(next((tmp_path / "only").iterdir()).joinpath("manifest.json").read_text())
+    m = json.loads(item_dirs(tmp_path / "only")[0].joinpath("manifest.json").read_text())
     assert m["counts"]["faces_restored"] == N and m["counts"]["faces_not_selected"] == 0

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from tests.mediagen import make_album
+from tests.outputs import item_dirs
 from worker.cli import main
 from worker.config import load_config
 from worker.item.pipeline import restore_item
@@ -89,7 +90,7 @@ def test_single_image_and_cli_exit_codes(album, tmp_path, capsys):
     root, _, _, _ = album
     assert main(["restore", str(root / "single_t1_0.jpg"), "-o", str(tmp_path), "-q",
                  "--set", "restore.crop_size=256"]) == 0
-    item = next(tmp_path.iterdir())
+    (item,) = item_dirs(tmp_path)
     assert (item / "restored" / "single_t1_0.jpg").is_file()
     capsys.readouterr()
     assert main(["restore", str(root / "empty.jpg"), "-o", str(tmp_path / "x"), "-q"]) == 1

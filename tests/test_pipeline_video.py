@@ -10,6 +10,7 @@ import pytest
 
 from refstar.metrics import psnr
 from tests.mediagen import FaceScene, write_video
+from tests.outputs import item_dirs
 from worker.cli import main
 from worker.config import load_config
 from worker.item.pipeline import restore_item
@@ -157,7 +158,7 @@ def test_corrupt_video_fails_alone_with_a_clear_reason(clip, tmp_path, capsys):
     assert code == 1
     err = capsys.readouterr().err
     assert "broken.mp4" in err and "empty.mp4" in err
-    items = {p.name.split("-")[0]: p for p in out.iterdir()}
+    items = {p.name.split("-")[0]: p for p in item_dirs(out)}
     assert (items["two_people"] / "_DONE").exists()
     for bad in ("broken", "empty"):
         assert not (items[bad] / "_DONE").exists()

@@ -5,6 +5,7 @@ restorer costs nothing but time."""
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 import threading
 from pathlib import Path
@@ -100,6 +101,10 @@ def _same_faces(mine: list[dict], theirs: list[dict]) -> None:
             assert a == b
 
 
+def _frame_captions(page: str) -> list[str]:
+    return re.findall(r"<figure class=frame>.*?<figcaption>([^<]*)</figcaption>", page, re.S)
+
+
 def test_corrupt_item_fails_alone(job):
     _, status, summary, out = job
     assert status == 1
@@ -108,6 +113,8 @@ def test_corrupt_item_fails_alone(job):
     assert bad[0]["uri"].endswith("broken.mp4") and bad[0]["errors"]
     assert not storage.exists(storage.join(bad[0]["output"], "_DONE"))
     assert storage.exists(storage.join(bad[0]["output"], "manifest.json"))  # the evidence
+    index = storage.read_bytes(f"{out}/index.html").decode()  # the batch page lists all four
+    assert index.count("<div class=item>") == 4 and index.count("'st failed'") == 1
 
 
 def test_outputs_equal_single_machine(job, single, tmp_path):
@@ -125,6 +132,9 @@ def test_outputs_equal_single_machine(job, single, tmp_path):
                 assert storage.read_bytes(f"{row['output']}/{r['path']}") == \
                     Path(ref.output, r["path"]).read_bytes()
         assert storage.exists(f"{row['output']}/_DONE")
+        # the report shows the same whole frames (album: photos) before/after as the single path's
+        frames = _frame_captions(storage.read_bytes(f"{row['output']}/report.html").decode())
+        assert frames == _frame_captions(Path(ref.output, "report.html").read_text()) and frames
         if name.endswith(".mp4"):
             local = storage.download(f"{row['output']}/restored.mp4", tmp_path / name)
             a, b = list(iter_frames(local)), list(iter_frames(Path(ref.output, "restored.mp4")))
@@ -145,6 +155,30 @@ def test_rerun_skips_done_items(job):
     assert main(argv) == 1  # the corrupt item is tried again, and fails again
     summary = json.loads(storage.read_bytes(f"{out}/_job_summary.json"))
     assert (summary["skipped"], summary["failed"], summary["done"]) == (3, 1, 0)
+
+
+def test_mirror_layout_keeps_the_input_tree_on_s3(cluster, inputs, s3_server):
+    """``--layout mirror``: a video two folders down and an album come back under their own
+    names (with the suffix) beside their sidecars; the batch page links both; a rerun skips."""
+    bucket = s3_server.new_bucket()
+    src, out = f"s3://{bucket}/in", f"s3://{bucket}/out"
+    storage.upload_file(inputs / "one.mp4", f"{src}/a/b/one.mp4")
+    for name in ("group_a.jpg", "group_b.png", "single_t1_0.jpg"):
+        storage.upload_file(inputs / "album" / name, f"{src}/photos/{name}")
+    argv = ["-i", src, "-o", out, *[a for s in SETS for a in ("--set", s)], *POOL, "--layout", "mirror",
+            "--suffix", "_r"]
+    assert main(argv) == 0
+    summary = json.loads(storage.read_bytes(f"{out}/_job_summary.json"))
+    keys = {storage.relative_to(out, u) for u, _, _ in storage.list(out)}
+    assert "a/b/one_r.mp4" in keys and {"a/b/one.mp4.refstar/_DONE", "a/b/one.mp4.refstar/manifest.json"} <= keys
+    assert {k for k in keys if k.startswith("photos/")} == {"photos/group_a_r.jpg", "photos/group_b_r.png",
+                                                            "photos/single_t1_0_r.jpg"}
+    assert "photos.refstar/_DONE" in keys and not any(k.startswith("_staging/") for k in keys)
+    index = storage.read_bytes(f"{out}/index.html").decode()
+    assert "a/b/one.mp4.refstar/report.html" in index and "photos.refstar/report.html" in index
+    assert main(argv) == 0
+    again = json.loads(storage.read_bytes(f"{out}/_job_summary.json"))
+    assert again["skipped"] == summary["done"] == 2
 
 
 def test_killed_restorer_still_completes(job, inputs, tmp_path):

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from tests.outputs import item_dirs
 from worker.cli import main
 from worker.config import load_config
 from worker.media.video import VideoRewriter, audio_packet_digests, iter_frames, probe_video
@@ -30,7 +31,7 @@ def test_real_clip_end_to_end(real_data, tmp_path, capsys):
     src = _prefix(real_data / "videos" / "video-retalking__face_3.mp4", tmp_path / "face_3.mp4", FRAMES)
     out = tmp_path / "out"
     assert main(["restore", str(src), "-o", str(out), "-q", "--set", "restore.crop_size=256"]) == 0
-    (item,) = out.iterdir()
+    (item,) = item_dirs(out)
     m = json.loads((item / "manifest.json").read_text())
     assert m["status"] == "ok"
     assert len(m["identities"]) == 1  # one person talking

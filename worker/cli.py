@@ -114,6 +114,10 @@ def run_restore(inputs: list[str], output: str, cfg, force: bool = False) -> int
     from worker.item.pipeline import Engine, start_item
 
     t0 = time.monotonic()
+    if cfg.output.layout == "mirror":
+        from worker.item.layout import check_unique, input_name
+
+        check_unique([(src, input_name(src)) for src in inputs])
     engine = Engine(cfg)
     link = cfg.identity.link_archive and len(inputs) > 1
     results, started = [], []
@@ -137,6 +141,10 @@ def run_restore(inputs: list[str], output: str, cfg, force: bool = False) -> int
             _print_result(res)
             results.append(res)
     failed = [r for r in results if r.status == "failed"]
+    if cfg.output.write_report:
+        from worker.outputs.index_html import write_index
+
+        write_index(output)
     if len(inputs) > 1:
         print(f"{len(results)} items: {len(results) - len(failed)} done, {len(failed)} failed "
               f"in {time.monotonic() - t0:.1f} s")

@@ -136,6 +136,10 @@ class OutputConfig:
     jpeg_quality: int = 95
     write_report: bool = True
     report_faces: int = 6  # before/after crops per identity in report.html
+    # "items": OUT/<item-id>/restored.<ext>; "mirror": the input's tree and names, with the
+    # item's refs/manifest/report in a <name>.refstar sidecar (worker.item.layout)
+    layout: str = "items"
+    suffix: str = ""  # mirror layout: added before each restored file's extension ("_restored")
 
 
 @dataclass(frozen=True)
@@ -186,18 +190,26 @@ def person_list(value: str) -> list[str]:
 
 
 def add_selection_args(p) -> None:
-    """The options that choose whom to restore (``refstar restore``, ``run``, ``demo``)."""
+    """The options that choose whom to restore and where the results go (``refstar restore``,
+    ``run``, ``demo``)."""
     g = p.add_argument_group("people", "whom to restore; the others are left exactly as they are")
     g.add_argument("--persons", metavar="LIST", help="only these people: person numbers from the item's "
                    "manifest (per item) or names from the reference library, comma-separated (restore.persons)")
     g.add_argument("--skip-persons", metavar="LIST", help="everyone but these (restore.skip_persons)")
     g.add_argument("--largest-face-only", action="store_true",
                    help="only the largest face of each frame or photo (restore.largest_face_only)")
+    o = p.add_argument_group("output names", "where the restored files go")
+    o.add_argument("--layout", choices=("items", "mirror"), help="items: OUT/<item-id>/restored.<ext>; "
+                   "mirror: the input's own names in a tree like the input's, each item's report in a "
+                   "<name>.refstar folder beside it (output.layout; default items)")
+    o.add_argument("--suffix", metavar="S", help="mirror layout: added before each restored file's "
+                   "extension, clip.mp4 -> clip_S.mp4 when S is _S (output.suffix)")
 
 
 def selection_overrides(args) -> list[str]:
     """``--set`` overrides for the options of :func:`add_selection_args`."""
-    out = []
+    out = [f"output.{opt}={json.dumps(getattr(args, opt))}" for opt in ("layout", "suffix")
+           if getattr(args, opt, None) is not None]
     for opt in ("persons", "skip_persons"):
         if getattr(args, opt, None):
             out.append(f"restore.{opt}={json.dumps(getattr(args, opt))}")
@@ -235,6 +247,12 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "restore.adapt_preset": ("tiny", "adapt", "small", "base"),
     "detect.backend": ("dlib", "insightface"),
     "detect.dlib_detector": ("hog", "cnn"),
+    "output.layout": ("items", "mirror"),
+}
+
+# free-text keys that end up in file names: (pattern, what it allows)
+NAME_PATTERNS: dict[str, tuple[str, str]] = {
+    "output.suffix": (r"[\w\-+.@ ]{0,40}", "at most 40 letters, digits, spaces and _-+.@ (no '/')"),
 }
 
 
@@ -250,6 +268,14 @@ def _check_choice(key: str, value: Any) -> None:
     near = difflib.get_close_matches(str(value), shown, n=1)
     hint = f"; did you mean {near[0]!r}?" if near else ""
     raise ConfigError(f"{key}: {value!r} is not one of {', '.join(shown)}{hint}")
+
+
+def _check_name(key: str, value: Any) -> None:
+    import re
+
+    rule = NAME_PATTERNS.get(key)
+    if rule is not None and not re.fullmatch(rule[0], str(value)):
+        raise ConfigError(f"{key}: {value!r} cannot be part of a file name ({rule[1]})")
 
 
 def _check_range(key: str, value: Any) -> None:
@@ -282,6 +308,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
             kwargs[key] = _coerce(value, typ, name)
             _check_range(name, kwargs[key])
             _check_choice(name, kwargs[key])
+            _check_name(name, kwargs[key])
     return cls(**kwargs)
 
 

@@ -222,9 +222,10 @@ class RestoreWorker(_Actor):
     def restore_image(self, cfg: Config, item: str, src: str, uri: str, faces: list[Face], refs: dict,
                       dst_uri: str, want: set, adapted: tuple | None = None) -> tuple[list[int], list]:
         """Restore one album image into ``dst_uri``; returns the positions of restored faces
-        and the report samples ``(position, before, after)``. MediaError on unreadable/unwritable."""
+        and the report samples ``(position, before, after)`` (position ``WHOLE``: the image).
+        MediaError on unreadable/unwritable."""
         from worker.item.album_item import restore_image
-        from worker.outputs.report import thumbnails
+        from worker.outputs.report import WHOLE, frame_views, thumbnails
 
         samples = []
 
@@ -233,11 +234,15 @@ class RestoreWorker(_Actor):
             if k in want:
                 samples.append((k, *thumbnails(before, after)))
 
+        def whole(before, after):
+            if WHOLE in want:
+                samples.append((WHOLE, *frame_views(before, after)))
+
         tmp = Path(work_dir("refstar-img-"))
         try:
             local = tmp / Path(dst_uri).name
             restore_image(Path(self.cache.path(src, uri)), local, faces, refs,
-                          self._stage_for(item, cfg, adapted), cfg, sink)
+                          self._stage_for(item, cfg, adapted), cfg, sink, whole)
             _put(local, dst_uri)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -16,6 +16,7 @@ from pathlib import PurePosixPath
 
 from worker import storage
 from worker.config import Config, ConfigError, load_config
+from worker.item.layout import Layout, layout_for
 from worker.item.staging import VIDEO_EXTS
 from worker.media.image import is_image_name
 from worker.records import ItemResult
@@ -34,6 +35,7 @@ class ArchiveItem:
     version: str  # size + etag/mtime (a hash of them for albums): changes when the input does
     overrides: dict = field(default_factory=dict, hash=False, compare=False)  # config key -> value
     members: tuple[tuple[str, int, str], ...] = ()
+    rel: str = field(default="", hash=False, compare=False)  # path in the archive ("" = its name)
 
     @property
     def name(self) -> str:
@@ -85,12 +87,12 @@ def list_prefix(root: str) -> list[ArchiveItem]:
         if rel.partition("/")[0] in album_dirs and "/" in rel:
             continue
         if _is_video(rel):
-            items.append(ArchiveItem(uri_of[rel], "video", f"{size}-{tag}"))
+            items.append(ArchiveItem(uri_of[rel], "video", f"{size}-{tag}", rel=rel))
         elif is_image_name(rel) and "/" not in rel:
-            items.append(ArchiveItem(uri_of[rel], "album", f"{size}-{tag}", members=((rel, size, tag),)))
+            items.append(ArchiveItem(uri_of[rel], "album", f"{size}-{tag}", members=((rel, size, tag),), rel=rel))
     for d in sorted(album_dirs):
         members = tuple(sorted(albums[d]))
-        items.append(ArchiveItem(storage.join(root, d), "album", _version(members), members=members))
+        items.append(ArchiveItem(storage.join(root, d), "album", _version(members), members=members, rel=d))
     return sorted(items, key=lambda i: i.uri)
 
 
@@ -151,8 +153,13 @@ def item_id(item: ArchiveItem, cfg: Config) -> str:
     return staging_item_id(item.uri, cfg)
 
 
-def is_done(out_root: str, iid: str) -> bool:
-    return storage.exists(storage.join(out_root, iid, storage.DONE_MARKER))
+def item_layout(item: ArchiveItem, out_root: str, cfg: Config) -> Layout:
+    """Where the item's outputs go (``output.layout``); the mirror layout names them by the
+    item's path in the archive (by its name when it was listed on its own). StorageError when
+    that path could not be an output key, or would write over the input."""
+    layout = layout_for(out_root, item.rel or item.name, cfg.output, item.is_folder)
+    layout.check_not_input(item.uri)
+    return layout
 
 
 def summarise(rows: list[tuple[ArchiveItem, ItemResult]], seconds: float) -> dict:

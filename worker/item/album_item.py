@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -63,10 +64,14 @@ def analyse_image(path: Path, analyzer, cfg: Config) -> list[Face]:
 
 
 def restore_image(src: Path, dst: Path, faces: list[Face], refs: dict[str, Reference],
-                  stage: FaceRestoreStage, cfg: Config, sample: SampleSink | None = None) -> None:
-    """Restore the faces of one image and write it in its own format, EXIF kept."""
+                  stage: FaceRestoreStage, cfg: Config, sample: SampleSink | None = None,
+                  whole: Callable[[np.ndarray, np.ndarray], None] | None = None) -> None:
+    """Restore the faces of one image and write it in its own format, EXIF kept (``whole``
+    sees the image before and after)."""
     image, meta = read_image(src, cfg.limits)
     (restored,) = stage.run([image], [faces], refs, sample)
+    if whole is not None:
+        whole(image, restored)
     dst.parent.mkdir(parents=True, exist_ok=True)
     write_image(dst, restored, meta, cfg.output)
 
@@ -160,7 +165,7 @@ class AlbumBook:
             self.result.status = "failed"  # nothing of the item could be read
         files = [{"file": n, "status": st.get(n, "unchanged"), "faces": len(self.by_file.get(n, []))}
                  for n in self.names]
-        return files, {"root": str(self.root), "files": len(self.names)}
+        return files, {"root": str(self.root), "files": len(self.names), "output": "restored/"}
 
 
 def start_album(src: Path, out_dir: str, cfg: Config, engine, result: ItemResult,
@@ -203,7 +208,8 @@ def _restore_album(src: Path, out_dir: str, cfg: Config, engine, book: AlbumBook
         faces = book.to_restore(name, stage.restorer.name, cfg.restore.fidelity)
         if faces is not None:
             try:
-                restore_image(root / name, out_root / name, faces, refs, stage, cfg, samples)
+                restore_image(root / name, out_root / name, faces, refs, stage, cfg, samples,
+                              lambda before, after, name=name: samples.keep_frame(0, name, before, after))
                 book.status[name] = "restored"
                 continue
             except MediaError as e:

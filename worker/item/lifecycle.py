@@ -21,8 +21,10 @@ import cv2
 from worker import storage
 from worker.config import Config, to_dict
 from worker.errors import EXPECTED_ERRORS, MediaError, PlacementError
+from worker.item.layout import Layout
 from worker.item.publish import discard, publish_lock, swap_in
-from worker.outputs.report import ReportSamples, build_manifest, dumps, ref_path, render_html
+from worker.outputs.report import ReportSamples, build_manifest, dumps, ref_path
+from worker.outputs.report_html import render_html
 from worker.records import Face, Identity, ItemError, ItemResult
 
 
@@ -35,13 +37,14 @@ class Started:
     cfg: Config  # calibrated to the face backend
     result: ItemResult
     staged: str  # this run's folder for all its outputs until publishing (``worker.item.publish``)
-    final_dir: str  # OUT/<item-id>
+    final_dir: str  # OUT/<item-id>, or the mirror layout's sidecar
     t0: float = field(default_factory=time.monotonic)
     work: Path | None = None  # local work folder, removed when the item ends
     identities: list[Identity] = field(default_factory=list)
     faces: list[Face] = field(default_factory=list)
     # the restore pass: () -> (media facts, album file list, report samples)
     finish: Callable[[], tuple[dict, list[dict], ReportSamples]] | None = None
+    layout: Layout | None = None  # where the media go (None: in ``final_dir``)
 
     def fail(self, e: BaseException) -> None:
         self.result.status = "failed"
@@ -92,7 +95,7 @@ def finish_item(st: Started) -> ItemResult:
         identities, faces = (st.identities, st.faces) if result.status != "failed" else ([], [])
         try:
             publish(st.staged, result, identities, faces, media, files, samples, to_dict(st.cfg),
-                    final_dir=st.final_dir)
+                    final_dir=st.final_dir, layout=st.layout)
         except Exception as e:  # noqa: BLE001 - storage outage while publishing: the item failed
             result.status = "failed"
             result.errors.append(item_error(e, st.uri))
@@ -109,11 +112,15 @@ def finish_item(st: Started) -> ItemResult:
 
 
 def publish(staged: str, result: ItemResult, identities: list[Identity], faces: list[Face],
-            media: dict, files: list[dict], samples: ReportSamples, config: dict, final_dir: str) -> None:
+            media: dict, files: list[dict], samples: ReportSamples, config: dict, final_dir: str,
+            layout: Layout | None = None) -> None:
     """refs, manifest and report into this run's ``staged`` folder beside its media; then,
-    holding the item's publish lock, all of it swapped into ``final_dir`` and ``_DONE`` written
-    last (only for items that completed). A run that loses the item to another run leaves
-    ``final_dir`` as it is: its result says so (status "skipped" unless it failed)."""
+    holding the item's publish lock, all of it swapped into ``final_dir`` (the mirror layout's
+    media to their own places) and ``_DONE`` written last (only for items that completed). A
+    run that loses the item to another run leaves ``final_dir`` as it is: its result says so
+    (status "skipped" unless it failed)."""
+    if layout is not None and layout.mirror and "output" in media:
+        media = {**media, "output": layout.output_ref(media["output"])}
     for ident in identities:
         for ref in ident.references:
             ok, buf = cv2.imencode(".png", ref.crop)
@@ -124,6 +131,8 @@ def publish(staged: str, result: ItemResult, identities: list[Identity], faces: 
         storage.write_atomic(storage.join(staged, "report.html"), render_html(manifest, identities, samples))
     with publish_lock(final_dir) as mine:
         if mine:
+            if layout is not None:
+                place_media(staged, layout)
             swap_in(staged, final_dir)
             if result.status in ("ok", "partial"):
                 done = {"item_id": result.item_id, "status": result.status, "finished": time.time()}
@@ -133,6 +142,15 @@ def publish(staged: str, result: ItemResult, identities: list[Identity], faces: 
             result.status = "skipped"
         result.errors.append(ItemError(result.source, "item was completed (or is being published) by another run; "
                                        "this run's outputs were discarded", "publish"))
+
+
+def place_media(staged: str, layout: Layout) -> None:
+    """Move a run's staged media where ``layout`` puts them, outside the item folder (each by a
+    rename, replacing what an earlier run left there). Call it holding the publish lock."""
+    for uri, _, _ in list(storage.list(staged)):
+        target = layout.target(storage.relative_to(staged, uri))
+        if target is not None:
+            storage.move(uri, target)
 
 
 def link_started(started: list[Started], base: Config) -> list[dict]:

@@ -19,10 +19,11 @@ import numpy as np
 from worker import storage
 from worker.config import Config, with_backend_defaults
 from worker.errors import ModelError
+from worker.item.layout import input_name, layout_for
 from worker.item.lifecycle import Started, finish_item
 from worker.item.litter import sweep_partials, work_dir
 from worker.item.publish import staging_uri, sweep_staging
-from worker.item.staging import item_id, item_kind, stage_input
+from worker.item.staging import is_folder, item_id, item_kind, stage_input
 from worker.models import restorer_checkpoint
 from worker.records import Face, Identity, ItemError, ItemResult
 
@@ -125,20 +126,23 @@ def item_restorer_from(net, info: dict, r):
 
 
 def start_item(src: str | Path, out_root: str, cfg: Config, *, engine: Engine | None = None,
-               force: bool = False) -> Started | ItemResult:
+               force: bool = False, rel: str | None = None) -> Started | ItemResult:
     """Stage, analyse and plan one item (a local path or an ``s3://`` URI) for ``out_root``; an
     ``ItemResult`` when there is nothing to run (already done, or the input is not there).
+    ``rel``: the input's path in its collection, for the mirror layout (default: its name).
     Never raises for bad input: a failure is recorded in the ``Started`` (``finish`` None)."""
     src = str(src)
     try:
         iid = item_id(src, cfg)
+        layout = layout_for(out_root, rel or input_name(src), cfg.output, is_folder(src))
+        final_dir = layout.final_dir(iid)
+        layout.check_not_input(src)
     except (storage.StorageError, OSError) as e:
         reason = "no such file or folder" if isinstance(e, FileNotFoundError) else str(e)
         return ItemResult(item_id="", source=src, kind="?", status="failed",
                           errors=[ItemError(src, reason, "read")])
-    final_dir = storage.join(out_root, iid)
     result = ItemResult(item_id=iid, source=src, kind=item_kind(src), output=final_dir)
-    if storage.exists(storage.join(final_dir, storage.DONE_MARKER)) and not force:
+    if layout.done_by(iid) and not force:
         result.status = "skipped"
         return result
     storage.remove_tree_marker(final_dir)
@@ -148,7 +152,7 @@ def start_item(src: str | Path, out_root: str, cfg: Config, *, engine: Engine | 
     work = work_dir("refstar-item-")
     # S3 outputs are written locally first (media writers want files), then uploaded
     staged = str(work / "out" / iid) if storage.is_s3(final_dir) else staging_uri(out_root, iid)
-    st = Started(src, cfg, result, staged, final_dir, work=work)
+    st = Started(src, cfg, result, staged, final_dir, work=work, layout=layout)
     try:
         engine = engine or Engine(cfg)
         st.cfg = engine.cfg
@@ -171,11 +175,11 @@ def start_item(src: str | Path, out_root: str, cfg: Config, *, engine: Engine | 
 
 
 def restore_item(src: str | Path, out_root: str, cfg: Config, *, engine: Engine | None = None,
-                 force: bool = False) -> ItemResult:
+                 force: bool = False, rel: str | None = None) -> ItemResult:
     """Restore one item (a local path or an ``s3://`` URI) into ``out_root`` (a folder or an
     ``s3://`` prefix). Never raises for bad input: failures come back in ``result.errors`` with
     ``status == "failed"`` and a manifest explaining them, but no ``_DONE``."""
-    st = start_item(src, out_root, cfg, engine=engine, force=force)
+    st = start_item(src, out_root, cfg, engine=engine, force=force, rel=rel)
     return st if isinstance(st, ItemResult) else finish_item(st)
 
 

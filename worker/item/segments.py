@@ -17,7 +17,7 @@ import numpy as np
 from worker.config import Config, OutputConfig
 from worker.media.segments import Segment, iter_segment
 from worker.media.video import VideoInfo, VideoRewriter
-from worker.outputs.report import thumbnails
+from worker.outputs.report import WHOLE, frame_views, thumbnails
 from worker.records import Face, Frame, Reference
 from worker.stages.analyse import Analysis, analyse_video
 from worker.stages.references import CandidatePool
@@ -172,6 +172,7 @@ class SegmentRestored:
     segment: Segment
     path: str
     restored: list[tuple[int, int]] = field(default_factory=list)  # (frame, position in frame)
+    # report views (frame, face position or WHOLE, before, after)
     samples: list[tuple[int, int, np.ndarray, np.ndarray]] = field(default_factory=list)
 
 
@@ -179,7 +180,9 @@ def restore_segment(src: str, info: VideoInfo, seg: Segment, faces: list[Face],
                     refs: dict[str, Reference], stage: FaceRestoreStage, dst: str, cfg: OutputConfig,
                     want_samples: set[tuple[int, int]] = frozenset()) -> SegmentRestored:
     """Decode ``seg``, restore and paste its faces (batched as the single-machine path batches
-    them), encode it on its own into ``dst`` (video only; audio is added by the join)."""
+    them), encode it on its own into ``dst`` (video only; audio is added by the join).
+    ``want_samples``: the ``(frame, face position)`` pairs to keep for the report, and
+    ``(frame, WHOLE)`` for whole frames."""
     by_frame: dict[int, list[Face]] = {}
     for face in faces:
         by_frame.setdefault(face.frame, []).append(face)
@@ -191,8 +194,12 @@ def restore_segment(src: str, info: VideoInfo, seg: Segment, faces: list[Face],
         if key in want_samples:
             out.samples.append((*key, *thumbnails(before, after)))
 
+    def whole(frame: int, before: np.ndarray, after: np.ndarray) -> None:
+        if (frame, WHOLE) in want_samples:
+            out.samples.append((frame, WHOLE, *frame_views(before, after)))
+
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
     with VideoRewriter(src, dst, replace(info, has_audio=False), cfg) as writer:
-        restore_stream(iter_segment(src, info, seg), by_frame, refs, stage, writer.write, sink)
+        restore_stream(iter_segment(src, info, seg), by_frame, refs, stage, writer.write, sink, whole=whole)
     out.restored = [pos[id(f)] for fs in by_frame.values() for f in fs if f.restored]
     return out

@@ -56,7 +56,8 @@ def _restore_video(path: str, out_dir: str, cfg: Config, engine, result: ItemRes
     progress = Progress(f"restore {Path(path).name}", analysis.n_frames, enabled=cfg.progress)
     with VideoRewriter(path, str(dst), info, cfg.output) as writer:
         written = restore_stream(iter_frames(path, info), by_frame, refs, stage, writer.write,
-                                 samples, progress.update)
+                                 samples, progress.update,
+                                 lambda i, before, after: samples.keep_frame(i, "", before, after))
         if written != analysis.n_frames:
             raise MediaError(path, f"second decode gave {written} frames, first gave {analysis.n_frames}")
     progress.done()

@@ -80,7 +80,11 @@ def open_source(path: str, label: str, limits: LimitsConfig) -> Source:
             manifest = json.loads((p / "manifest.json").read_text())
         except (OSError, ValueError) as e:
             raise EvalError(str(p / "manifest.json"), f"unreadable manifest ({e})") from e
-        found = [p / "restored"] if (p / "restored").is_dir() else sorted(p.glob("restored.*"))
+        output = (manifest.get("media") or {}).get("output") or ""
+        if output.startswith("../"):  # the mirror layout's sidecar: the media lie outside it
+            found = [q for q in [(p / output).resolve()] if q.exists()]
+        else:
+            found = [p / "restored"] if (p / "restored").is_dir() else sorted(p.glob("restored.*"))
         if not found:
             raise EvalError(path, f"worker output folder without restored media "
                                   f"(item status {manifest.get('status')!r})")

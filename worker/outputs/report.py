@@ -1,9 +1,8 @@
-"""manifest.json (versioned, machine-readable) and report.html (for people) of one item."""
+"""manifest.json (versioned, machine-readable) of one item, and the before/after views that its
+report.html (``worker.outputs.report_html``) shows."""
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import time
 from dataclasses import dataclass, field
@@ -74,7 +73,12 @@ def dumps(manifest: dict) -> str:
     return json.dumps(manifest, indent=1, sort_keys=False) + "\n"
 
 
-THUMB_PX = 160  # side of the before/after pictures in report.html
+THUMB_PX = 256  # side of the before/after face crops kept for report.html
+FRAME_PX = 960  # longest side of the whole-frame before/after views
+FRAME_VIEWS = 3  # whole frames (or album photos) shown before/after per report
+# the position that asks for the whole frame (album: image) in a restore actor's wanted samples,
+# beside the (frame, face position) keys of single faces
+WHOLE = -1
 
 
 def thumbnails(*crops: np.ndarray) -> list[np.ndarray]:
@@ -82,21 +86,50 @@ def thumbnails(*crops: np.ndarray) -> list[np.ndarray]:
     return [cv2.resize(x, (THUMB_PX, THUMB_PX), interpolation=cv2.INTER_AREA) for x in crops]
 
 
+def frame_views(*images: np.ndarray) -> list[np.ndarray]:
+    """Report-sized copies of whole frames (longest side at most :data:`FRAME_PX`)."""
+    h, w = images[0].shape[:2]
+    k = min(1.0, FRAME_PX / max(h, w))
+    size = (max(1, round(w * k)), max(1, round(h * k)))
+    return [x if k == 1.0 else cv2.resize(x, size, interpolation=cv2.INTER_AREA) for x in images]
+
+
+def _spread(keys: set[tuple[int, str]], people: dict[tuple[int, str], set[int]], n: int) -> set[tuple[int, str]]:
+    """``n`` of ``keys`` (frame, source): those with the most people, spread evenly over the item
+    (not three neighbouring frames)."""
+    out: set[tuple[int, str]] = set()
+    for count in sorted({len(people[k]) for k in keys}, reverse=True):
+        tier = sorted((k for k in keys if len(people[k]) == count), key=lambda k: (k[1], k[0]))
+        need = n - len(out)
+        if need <= 0:
+            break
+        if len(tier) > need:
+            tier = [tier[round(i * (len(tier) - 1) / max(need - 1, 1))] for i in range(need)]
+        out.update(tier)
+    return out
+
+
 @dataclass
 class ReportSamples:
-    """Before/after crops for the report: per identity, its lowest-quality faces (where
-    restoration matters most), one per frame/file, at most ``per_identity``."""
+    """Before/after views for the report: per identity, its lowest-quality faces (where
+    restoration matters most), one per frame/file, at most ``per_identity``; and a few whole
+    frames (album: photos), those where the most people appear."""
 
     wanted: set[int] = field(default_factory=set)  # id() of the faces to keep
     pairs: dict[int, list[tuple[Face, np.ndarray, np.ndarray]]] = field(default_factory=dict)
+    wanted_frames: set[tuple[int, str]] = field(default_factory=set)  # (frame, source)
+    frames: list[tuple[int, str, np.ndarray, np.ndarray]] = field(default_factory=list)
 
     @classmethod
-    def choose(cls, faces: list[Face], per_identity: int) -> ReportSamples:
+    def choose(cls, faces: list[Face], per_identity: int, n_frames: int = FRAME_VIEWS) -> ReportSamples:
         out = cls()
         by_ident: dict[int, list[Face]] = {}
+        people: dict[tuple[int, str], set[int]] = {}
         for f in faces:
             if not f.skipped:
                 by_ident.setdefault(f.identity, []).append(f)
+                people.setdefault((f.frame, f.source), set()).add(f.identity)
+        chosen: list[Face] = []
         for group in by_ident.values():
             seen: set[tuple[int, str]] = set()
             for f in sorted(group, key=lambda f: f.quality):
@@ -105,70 +138,16 @@ class ReportSamples:
                 if (f.frame, f.source) not in seen:
                     seen.add((f.frame, f.source))
                     out.wanted.add(id(f))
+                    chosen.append(f)
+        if per_identity > 0:
+            out.wanted_frames = _spread({(f.frame, f.source) for f in chosen}, people, n_frames)
         return out
 
     def __call__(self, face: Face, before: np.ndarray, after: np.ndarray) -> None:
         if id(face) in self.wanted:
             self.pairs.setdefault(face.identity, []).append((face, *thumbnails(before, after)))
 
-
-def _img(bgr: np.ndarray, size: int = 160) -> str:
-    if bgr.shape[0] != size:
-        bgr = cv2.resize(bgr, (size, size), interpolation=cv2.INTER_AREA)
-    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])
-    return f'<img src="data:image/jpeg;base64,{base64.b64encode(buf.tobytes()).decode()}">'
-
-
-_CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;background:#fafafa}
-h1{font-size:1.4em}h2{font-size:1.15em;margin-top:2em;border-bottom:1px solid #ccc}
-table{border-collapse:collapse}td,th{padding:2px 10px;text-align:left;border-bottom:1px solid #eee}
-.row{display:flex;flex-wrap:wrap;gap:14px}.card{background:#fff;padding:6px;border:1px solid #ddd;
-border-radius:4px;font-size:.8em;text-align:center}.pair img{margin:0 1px}.err{color:#a00}"""
-
-
-def render_html(manifest: dict, identities: list[Identity], samples: ReportSamples) -> str:
-    """A self-contained page (images inlined): summary, errors, and per identity the chosen
-    references and before/after crops."""
-    e = html.escape
-    c = manifest["counts"]
-    parts = [f"<!doctype html><meta charset=utf-8><title>refstar report: {e(manifest['item_id'])}"
-             f"</title><style>{_CSS}</style>",
-             f"<h1>{e(manifest['source'])}</h1><p>item <code>{e(manifest['item_id'])}</code>, "
-             f"{e(manifest['kind'])}, status <b>{e(manifest['status'])}</b></p><table>"]
-    parts += [f"<tr><th>{e(k)}</th><td>{v}</td></tr>" for k, v in c.items()]
-    if c.get("faces_not_faces"):
-        parts.append(f"<tr><th>not faces</th><td>{c['faces_not_faces']} detections "
-                     f"({c.get('tracks_not_faces', '-')} tracks) that the face check rejected were "
-                     "left untouched</td></tr>")
-    parts += [f"<tr><th>time: {e(k)}</th><td>{v:.2f} s</td></tr>" for k, v in manifest["timings"].items()]
-    parts.append("</table>")
-    if manifest["errors"]:
-        parts.append("<h2>Errors</h2><ul>")
-        parts += [f'<li class=err>{e(x["file"])}: {e(x["reason"])}</li>' for x in manifest["errors"]]
-        parts.append("</ul>")
-    groups = [(i.id, f"Person {i.id}" + (f" ({i.name})" if i.name else "") + f": {i.n_faces} faces"
-               + (f" in {i.n_tracks} tracks" if i.n_tracks else ""), i) for i in identities]
-    if -1 in samples.pairs:
-        groups.append((-1, "Faces not matched to a person (restored without reference)", None))
-    for ident, title, person in groups:
-        parts.append(f"<h2>{e(title)}</h2>")
-        refs = person.references if person is not None else []
-        if person is not None and not refs:
-            parts.append(f"<p>No reference: {e(person.why_no_reference or 'none was chosen')}. "
-                         "Its faces are restored without one.</p>")
-        if refs:
-            parts.append("<p>References</p><div class=row>")
-            for r in refs:
-                where = r.source or f"frame {r.frame}"
-                parts.append(f"<div class=card>{_img(r.crop)}<br>#{r.rank} {e(where)}<br>"
-                             f"quality {r.quality:.2f}, yaw {r.yaw:.0f}&deg;</div>")
-            parts.append("</div>")
-        pairs = samples.pairs.get(ident, [])
-        if pairs:
-            parts.append("<p>Before / after</p><div class=row>")
-            for face, before, after in pairs:
-                where = face.source or f"frame {face.frame}"
-                parts.append(f"<div class='card pair'>{_img(before)}{_img(after)}<br>{e(where)}, "
-                             f"quality {face.quality:.2f}, ref {e(face.reference or 'none')}</div>")
-            parts.append("</div>")
-    return "\n".join(parts) + "\n"
+    def keep_frame(self, frame: int, source: str, before: np.ndarray, after: np.ndarray) -> None:
+        """Offer a whole frame (``source`` "" for videos, the file name for album photos)."""
+        if (frame, source) in self.wanted_frames:
+            self.frames.append((frame, source, *frame_views(before, after)))

@@ -93,10 +93,11 @@ class FaceRestoreStage:
 def restore_stream(frames: Iterable[Frame], faces_by_frame: dict[int, list[Face]],
                    refs: dict[str, Reference], stage: FaceRestoreStage,
                    write: Callable[[Frame], None], sample: SampleSink | None = None,
-                   progress: Callable[[int], None] | None = None) -> int:
+                   progress: Callable[[int], None] | None = None,
+                   whole: Callable[[int, np.ndarray, np.ndarray], None] | None = None) -> int:
     """Restore a stream of frames, batching faces across frames (about ``batch_size`` faces, at
-    most ``MAX_BUFFERED_FRAMES`` frames held), and hand every frame to ``write`` in order.
-    Returns the number of frames written."""
+    most ``MAX_BUFFERED_FRAMES`` frames held), and hand every frame to ``write`` in order (and,
+    with ``whole``, its index, its pixels before and after). Returns the number of frames written."""
     buffered: list[Frame] = []
     pending = written = 0
 
@@ -106,6 +107,8 @@ def restore_stream(frames: Iterable[Frame], faces_by_frame: dict[int, list[Face]
             images = stage.run([f.image for f in buffered],
                                [faces_by_frame.get(f.index, []) for f in buffered], refs, sample)
             for frame, image in zip(buffered, images, strict=True):
+                if whole is not None:
+                    whole(frame.index, frame.image, image)
                 write(Frame(frame.index, image, frame.pts, frame.time_base))
             written += len(buffered)
             if progress is not None:
