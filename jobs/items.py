@@ -35,7 +35,7 @@ def plan_video(pools, cfg: Config, iid: str, src: Path, uri: str, out_dir: str, 
     timings, per = result.timings, pools.opts.in_flight_per_actor
     t = time.monotonic()
     info = probe_video(src, cfg.limits)
-    check_encodable(src, info, cfg.output)  # before the analysis is paid for
+    check_encodable(src, info, cfg.output, cfg.limits.max_video_pixels)  # before the analysis is paid for
     segs = plan_segments(packet_index(src), pools.opts.segment_frames)
     progress = Progress(f"{iid} analyse", len(segs), unit="segments", enabled=cfg.progress, interval=0)
     parts = fan_out(pools.analysis, "analyse_segment", [(cfg, str(src), uri, info, s) for s in segs],
@@ -149,7 +149,7 @@ def _restore_album(pools, cfg, iid, root, names, uri_of, out_dir, result, book, 
     samples = ReportSamples.choose(book.faces, cfg.output.report_faces)
     rows = []
     for name in names:
-        faces = book.to_restore(name, cfg.restore.restorer, cfg.restore.fidelity)
+        faces = book.to_restore(name, cfg)
         if faces is None:
             storage.upload_file(root / name, storage.join(out_dir, "restored", name))  # byte-identical
             book.status.setdefault(name, "unchanged")

@@ -49,6 +49,7 @@ def run_job(items: list[archive.ArchiveItem], out_root: str, config_file: str | 
     from jobs.items import start_item
     from worker.cluster.ray_pools import Pools
     from worker.item.lifecycle import finish_item, link_started
+    from worker.progress import BatchProgress
 
     t0 = time.monotonic()
     base = load_config(config_file, sets)
@@ -65,10 +66,13 @@ def run_job(items: list[archive.ArchiveItem], out_root: str, config_file: str | 
     started = []
     persons: list = []
 
+    batch = BatchProgress([item.size for item in items], enabled=base.progress)
+
     def log(n: int, res: ItemResult) -> None:
         print(f"[{n}/{len(items)}] {res.item_id}: {res.status} in {res.timings.get('total', 0):.1f} s "
               f"{json.dumps(res.counts)}" + "".join(f"\n  error: {e}" for e in res.errors),
               file=sys.stderr, flush=True)
+        batch.finished(n - 1, worked=res.status != "skipped")
 
     try:
         for n, item in enumerate(items, 1):
@@ -83,11 +87,13 @@ def run_job(items: list[archive.ArchiveItem], out_root: str, config_file: str | 
                 rows.append((item, ItemResult("", item.uri, item.kind, "failed",
                                               errors=[ItemError(item.uri, str(e), stage)])))
                 print(f"[{n}/{len(items)}] {item.uri}: failed: {e}", file=sys.stderr, flush=True)
+                batch.finished(n - 1, worked=False)
                 continue
             if not force and layout.done_by(iid):
                 rows.append((item, ItemResult(iid, item.uri, item.kind, "skipped",
                                               output=layout.final_dir(iid))))
                 print(f"[{n}/{len(items)}] {iid}: skipped (done)", file=sys.stderr, flush=True)
+                batch.finished(n - 1, worked=False)
                 continue
             if pools is None:  # no actors for a rerun that has nothing to do
                 pools = Pools(base, opts)

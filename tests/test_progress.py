@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import io
+import re
 import time
 
-from worker.progress import Progress
+from worker.progress import BatchProgress, Progress
 
 
 class Tty(io.StringIO):
@@ -41,3 +42,34 @@ def test_a_terminal_gets_one_line_redrawn_and_a_pipe_gets_lines():
         q.update()
     q.done()
     assert pipe.getvalue().count("\n") == 4 and "\r" not in pipe.getvalue()
+
+
+def test_the_batch_eta_scales_the_time_worked_by_the_bytes_left(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    out = io.StringIO()
+    b = BatchProgress([400, 100, 100, 400], stream=out)
+    clock[0] += 5  # deciding that the first item was done already: no work, no rate yet
+    b.finished(0, worked=False)
+    assert out.getvalue() == "batch: 1/4 items (40% of the bytes) in 0:00:05\n"
+    clock[0] += 15  # 100 bytes worked in 20 s of batch time: 500 bytes left take 100 s
+    b.finished(1)
+    assert out.getvalue().splitlines()[1] == "batch: 2/4 items (50% of the bytes) in 0:00:20, ETA 0:01:40"
+    b.finished(2)
+    b.finished(3)  # the last item: the summary line says the rest
+    assert len(out.getvalue().splitlines()) == 3
+
+
+def test_a_batch_of_several_inputs_prints_its_eta(tmp_path, capsys):
+    import cv2
+
+    from tests.mediagen import FaceScene
+    from worker.cli import main
+
+    for k in range(2):
+        cv2.imwrite(str(tmp_path / f"p{k}.png"), FaceScene(persons=("t1_2",), size=(256, 192), face_px=90).render(k))
+    assert main(["restore", str(tmp_path / "p0.png"), str(tmp_path / "p1.png"), "-o", str(tmp_path / "out"),
+                 "--set", "restore.crop_size=256"]) == 0
+    err = capsys.readouterr().err
+    assert "[1/2]" in err and "[2/2]" in err
+    assert re.search(r"^batch: 1/2 items \(\d+% of the bytes\) in 0:\d\d:\d\d, ETA 0:\d\d:\d\d$", err, re.M), err

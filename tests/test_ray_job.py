@@ -181,6 +181,19 @@ def test_mirror_layout_keeps_the_input_tree_on_s3(cluster, inputs, s3_server):
     assert again["skipped"] == summary["done"] == 2
 
 
+def test_upscale_on_ray_equals_the_single_machine_path(cluster, inputs, tmp_path):
+    """``output.upscale=2`` on segments over actors: the same enlarged frames as in one process."""
+    items = [i for i in archive.list_prefix(str(inputs)) if i.uri.endswith("one.mp4")]
+    sets = [*SETS, "output.upscale=2"]
+    summary = run_job(items, str(tmp_path / "ray"), None, sets, OPTS)
+    assert summary["done"] == 1, summary
+    single = restore_item(inputs / "one.mp4", str(tmp_path / "single"), load_config(None, sets))
+    a = list(iter_frames(Path(summary["results"][0]["output"], "restored.mp4")))
+    b = list(iter_frames(Path(single.output, "restored.mp4")))
+    assert a[0].image.shape == (512, 640, 3) and [f.pts for f in a] == [f.pts for f in b]
+    assert min(psnr(x.image, y.image) for x, y in zip(a, b, strict=True)) > 45
+
+
 def test_killed_restorer_still_completes(job, inputs, tmp_path):
     cfg = load_config(None, SETS)
     pools = Pools(cfg, OPTS)

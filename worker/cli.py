@@ -112,6 +112,8 @@ def run_restore(inputs: list[str], output: str, cfg, force: bool = False) -> int
     in one input is restored with their references from another (``worker.item.lifecycle``)."""
     from worker.item.lifecycle import finish_item, link_started
     from worker.item.pipeline import Engine, start_item
+    from worker.item.staging import input_bytes
+    from worker.progress import BatchProgress
 
     t0 = time.monotonic()
     if cfg.output.layout == "mirror":
@@ -120,26 +122,29 @@ def run_restore(inputs: list[str], output: str, cfg, force: bool = False) -> int
         check_unique([(src, input_name(src)) for src in inputs])
     engine = Engine(cfg)
     link = cfg.identity.link_archive and len(inputs) > 1
+    batch = BatchProgress([input_bytes(src) for src in inputs], enabled=cfg.progress and len(inputs) > 1)
     results, started = [], []
+
+    def finished(k: int, res: ItemResult) -> None:
+        _print_result(res)
+        results.append(res)
+        batch.finished(k, worked=res.status != "skipped")
+
     for i, src in enumerate(inputs, 1):
         if cfg.progress and len(inputs) > 1:
             print(f"[{i}/{len(inputs)}] {src}", file=sys.stderr)
         st = start_item(src, output, cfg, engine=engine, force=force)
         if link and not isinstance(st, ItemResult):
-            started.append(st)
+            started.append((i - 1, st))
             continue
-        res = st if isinstance(st, ItemResult) else finish_item(st)
-        _print_result(res)
-        results.append(res)
+        finished(i - 1, st if isinstance(st, ItemResult) else finish_item(st))
     if started:
-        persons = link_started(started, engine.cfg)
+        persons = link_started([st for _, st in started], engine.cfg)
         if cfg.progress:
-            print(f"linked {sum(len(st.identities) for st in started)} people of {len(started)} "
+            print(f"linked {sum(len(st.identities) for _, st in started)} people of {len(started)} "
                   f"inputs into {len(persons)} persons", file=sys.stderr)
-        for st in started:
-            res = finish_item(st)
-            _print_result(res)
-            results.append(res)
+        for k, st in started:
+            finished(k, finish_item(st))
     failed = [r for r in results if r.status == "failed"]
     if cfg.output.write_report:
         from worker.outputs.index_html import write_index

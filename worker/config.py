@@ -140,6 +140,9 @@ class OutputConfig:
     # item's refs/manifest/report in a <name>.refstar sidecar (worker.item.layout)
     layout: str = "items"
     suffix: str = ""  # mirror layout: added before each restored file's extension ("_restored")
+    # 1, 2 or 4: restored media at that many times the input's width and height; the background
+    # is resized with Lanczos (OpenCV INTER_LANCZOS4), faces are restored on crops cut from it
+    upscale: int = 1
 
 
 @dataclass(frozen=True)
@@ -198,17 +201,20 @@ def add_selection_args(p) -> None:
     g.add_argument("--skip-persons", metavar="LIST", help="everyone but these (restore.skip_persons)")
     g.add_argument("--largest-face-only", action="store_true",
                    help="only the largest face of each frame or photo (restore.largest_face_only)")
-    o = p.add_argument_group("output names", "where the restored files go")
+    o = p.add_argument_group("output", "where the restored files go, and their size")
     o.add_argument("--layout", choices=("items", "mirror"), help="items: OUT/<item-id>/restored.<ext>; "
                    "mirror: the input's own names in a tree like the input's, each item's report in a "
                    "<name>.refstar folder beside it (output.layout; default items)")
     o.add_argument("--suffix", metavar="S", help="mirror layout: added before each restored file's "
                    "extension, clip.mp4 -> clip_S.mp4 when S is _S (output.suffix)")
+    o.add_argument("--upscale", type=int, choices=(1, 2, 4), metavar="N", help="1, 2 or 4: restored media at N "
+                   "times the input's width and height, the background resized with Lanczos and the faces "
+                   "restored at that size (output.upscale; default 1)")
 
 
 def selection_overrides(args) -> list[str]:
     """``--set`` overrides for the options of :func:`add_selection_args`."""
-    out = [f"output.{opt}={json.dumps(getattr(args, opt))}" for opt in ("layout", "suffix")
+    out = [f"output.{opt}={json.dumps(getattr(args, opt))}" for opt in ("layout", "suffix", "upscale")
            if getattr(args, opt, None) is not None]
     for opt in ("persons", "skip_persons"):
         if getattr(args, opt, None):
@@ -248,6 +254,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "detect.backend": ("dlib", "insightface"),
     "detect.dlib_detector": ("hog", "cnn"),
     "output.layout": ("items", "mirror"),
+    "output.upscale": ("1", "2", "4"),
 }
 
 # free-text keys that end up in file names: (pattern, what it allows)

@@ -69,3 +69,44 @@ class Progress:
             self._emit(f"{self.label}: {self.count} {self.unit} in {elapsed:.1f} s "
                        f"({self.count / max(elapsed, 1e-9):.1f}/s){' ' + note if note else ''}", final=True)
         return elapsed
+
+
+class BatchProgress:
+    """Where a batch of items stands: ``batch: 2/5 items (40% of the bytes) in 0:03:12, ETA
+    0:04:48``. The ETA scales the time the worked items took by the input bytes left (a long
+    video weighs what it costs; an item found done costs nothing and counts as no work)."""
+
+    def __init__(self, sizes: list[int], *, enabled: bool = True, stream: TextIO | None = None):
+        self.sizes = [max(int(s), 1) for s in sizes]
+        self.enabled = enabled
+        self.stream = stream or sys.stderr
+        self.start = time.monotonic()
+        self.items = 0  # items finished (worked or skipped)
+        self.worked_bytes = 0
+        self.left_bytes = sum(self.sizes)
+
+    def finished(self, k: int, worked: bool = True) -> None:
+        """Item ``k`` (0-based) is over; print the batch line (when enabled and more are left)."""
+        self.items += 1
+        self.left_bytes -= self.sizes[k]
+        if worked:
+            self.worked_bytes += self.sizes[k]
+        if self.enabled and self.items < len(self.sizes):
+            line = self.line()
+            if AS_LOG:
+                log.info(line)
+            else:
+                print(line, file=self.stream, flush=True)
+
+    def eta(self) -> float | None:
+        """Seconds left, None before any item was worked."""
+        if not self.worked_bytes:
+            return None
+        return (time.monotonic() - self.start) * self.left_bytes / self.worked_bytes
+
+    def line(self) -> str:
+        total = sum(self.sizes)
+        eta = self.eta()
+        return (f"batch: {self.items}/{len(self.sizes)} items ({100 * (total - self.left_bytes) / total:.0f}% "
+                f"of the bytes) in {_clock(time.monotonic() - self.start)}"
+                + (f", ETA {_clock(eta)}" if eta is not None else ""))

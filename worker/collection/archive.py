@@ -42,6 +42,14 @@ class ArchiveItem:
         return PurePosixPath(self.uri.rstrip("/").split("://", 1)[-1]).name or "item"
 
     @property
+    def size(self) -> int:
+        """Input bytes (an album: its members')."""
+        if self.members:
+            return sum(m[1] for m in self.members)
+        head = self.version.split("-", 1)[0]
+        return int(head) if head.isdigit() else 0
+
+    @property
     def is_folder(self) -> bool:
         return self.kind == "album" and not is_image_name(self.name)
 

@@ -25,7 +25,14 @@ from worker.collection.library import library_for, summary
 from worker.config import Config
 from worker.errors import MediaError
 from worker.faces.verify import face_confidence_at
-from worker.media.image import is_image_name, list_album, read_image, write_image
+from worker.media.image import (
+    check_output_size,
+    is_image_name,
+    list_album,
+    read_image,
+    upscaled,
+    write_image,
+)
 from worker.outputs.report import ReportSamples
 from worker.progress import Progress
 from worker.records import Face, Identity, ItemError, ItemResult, Reference
@@ -69,7 +76,10 @@ def restore_image(src: Path, dst: Path, faces: list[Face], refs: dict[str, Refer
     """Restore the faces of one image and write it in its own format, EXIF kept (``whole``
     sees the image before and after)."""
     image, meta = read_image(src, cfg.limits)
-    (restored,) = stage.run([image], [faces], refs, sample)
+    n = cfg.output.upscale
+    check_output_size(str(src), image.shape[1], image.shape[0], n, cfg.limits.max_image_pixels)
+    big, meta = upscaled(image, meta, n)
+    (restored,) = stage.run([image], [faces], refs, sample, [big] if n > 1 else None)
     if whole is not None:
         whole(image, restored)
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -143,12 +153,16 @@ class AlbumBook:
         self._embeddings.clear()
         return identities, refs
 
-    def to_restore(self, name: str, restorer: str, fidelity: float) -> list[Face] | None:
-        """The file's faces when it needs restoring; None when it is copied through unchanged
-        (restorer "none" and fidelity 0 leave every face as it is)."""
-        if self.status.get(name) in ("failed", "refused") or restorer == "none" or fidelity <= 0:
+    def to_restore(self, name: str, cfg: Config) -> list[Face] | None:
+        """The file's faces when it is to be rewritten; None when it is copied through unchanged
+        (no face to restore, or restorer "none" or fidelity 0, and no ``output.upscale``)."""
+        if self.status.get(name) in ("failed", "refused") or name not in self.by_file:
             return None
-        if not any(not f.skipped for f in self.by_file.get(name, [])):
+        if cfg.output.upscale > 1:  # every photo is enlarged, with or without faces
+            return self.by_file[name]
+        if cfg.restore.restorer == "none" or cfg.restore.fidelity <= 0:
+            return None
+        if not any(not f.skipped for f in self.by_file[name]):
             return None
         return self.by_file[name]
 
@@ -205,7 +219,7 @@ def _restore_album(src: Path, out_dir: str, cfg: Config, engine, book: AlbumBook
     progress = Progress(f"restore {src.name}", len(names), unit="images", enabled=cfg.progress)
     for name in names:
         progress.update(1)
-        faces = book.to_restore(name, stage.restorer.name, cfg.restore.fidelity)
+        faces = book.to_restore(name, cfg)
         if faces is not None:
             try:
                 restore_image(root / name, out_root / name, faces, refs, stage, cfg, samples,

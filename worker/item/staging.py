@@ -51,6 +51,17 @@ def fingerprint(uri: str) -> str:
     return f"{size}|{version}"
 
 
+def input_bytes(uri: str) -> int:
+    """The input's size in bytes (an album: its files'); 0 when it cannot be read (the item
+    then fails with the reason on its own)."""
+    try:
+        if is_folder(uri):
+            return sum(size for _, size, _ in storage.list(uri))
+        return storage.stat(uri)[0]
+    except (storage.StorageError, OSError):
+        return 0
+
+
 def item_id(uri: str, cfg: Config) -> str:
     """Readable stem + hash of the URI, its contents' versions and the config."""
     full = uri if storage.is_s3(uri) else str(Path(uri).resolve())

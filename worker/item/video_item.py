@@ -35,7 +35,7 @@ def start_video(path: str, out_dir: str, cfg: Config, engine, result: ItemResult
     ``() -> (media, [], samples)``), run later, after any linking."""
     t = time.monotonic()
     info = probe_video(path, cfg.limits)
-    check_encodable(path, info, cfg.output)  # before the analysis is paid for
+    check_encodable(path, info, cfg.output, cfg.limits.max_video_pixels)  # before the analysis is paid for
     analysis = analyse_video(path, info, engine.analyzer, cfg)
     result.timings["analyse"] = time.monotonic() - t
     identities, _, by_frame = plan_video_item(analysis, cfg, result)

@@ -20,7 +20,7 @@ import hashlib
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -251,11 +251,15 @@ def pick_encoder(info: VideoInfo, cfg: OutputConfig, format_codecs: set[str] | N
     raise MediaError(info.path, f"no usable encoder among {', '.join(candidates)} for this container")
 
 
-def check_encodable(src: str | os.PathLike, info: VideoInfo, cfg: OutputConfig) -> None:
+def check_encodable(src: str | os.PathLike, info: VideoInfo, cfg: OutputConfig, max_pixels: int) -> None:
     """Open the encoder and container the restored video will use, on a throwaway file, so that
-    a video that cannot be written back fails (MediaError naming ``src``) before its analysis is
-    paid for."""
+    a video that cannot be written back (or whose ``output.upscale`` frames would exceed
+    ``max_pixels``) fails (MediaError naming ``src``) before its analysis is paid for."""
     import tempfile
+
+    from worker.media.image import check_output_size
+
+    check_output_size(str(src), info.width, info.height, cfg.upscale, max_pixels)
 
     with tempfile.TemporaryDirectory(prefix="refstar-check-") as tmp:
         writer = VideoRewriter(src, Path(tmp) / f"check{Path(src).suffix.lower()}", info, cfg)
@@ -322,6 +326,14 @@ def _no_realtime_threads():
                 pass
 
 
+def enlarged_info(info: VideoInfo, n: int) -> VideoInfo:
+    """``info`` with every frame size ``n`` times (``output.upscale``)."""
+    if n == 1:
+        return info
+    return replace(info, width=info.width * n, height=info.height * n,
+                   stored_width=info.stored_width * n, stored_height=info.stored_height * n)
+
+
 class VideoRewriter:
     """Encode upright frames back into a file shaped like the source, copying its audio.
 
@@ -338,7 +350,7 @@ class VideoRewriter:
                  info: VideoInfo, cfg: OutputConfig):
         self.src_path = str(src_path)
         self.dst_path = str(dst_path)
-        self.info = info
+        self.info = enlarged_info(info, cfg.upscale)  # what is written: ``output.upscale`` times the source
         self.cfg = cfg
         self.frames_written = 0
         dst = Path(self.dst_path)

@@ -87,11 +87,12 @@ def thumbnails(*crops: np.ndarray) -> list[np.ndarray]:
 
 
 def frame_views(*images: np.ndarray) -> list[np.ndarray]:
-    """Report-sized copies of whole frames (longest side at most :data:`FRAME_PX`)."""
+    """Report-sized copies of whole frames, all the size of the first (longest side at most
+    :data:`FRAME_PX`): an enlarged output (``output.upscale``) is shown beside its input."""
     h, w = images[0].shape[:2]
     k = min(1.0, FRAME_PX / max(h, w))
     size = (max(1, round(w * k)), max(1, round(h * k)))
-    return [x if k == 1.0 else cv2.resize(x, size, interpolation=cv2.INTER_AREA) for x in images]
+    return [x if x.shape[1::-1] == size else cv2.resize(x, size, interpolation=cv2.INTER_AREA) for x in images]
 
 
 def _spread(keys: set[tuple[int, str]], people: dict[tuple[int, str], set[int]], n: int) -> set[tuple[int, str]]:

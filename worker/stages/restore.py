@@ -9,6 +9,7 @@ import numpy as np
 from refstar.align import estimate_affine, face_mask, warp_face
 from refstar.restorer import Restorer, bgr_to_tensor, tensor_to_bgr
 from worker.config import Config
+from worker.media.image import enlarge
 from worker.records import Face, Frame, Reference
 from worker.stages.paste import Paste, paste_faces
 
@@ -47,20 +48,27 @@ class FaceRestoreStage:
         return self._ref_tensors[ref.ref_id]
 
     def run(self, images: list[np.ndarray], faces: list[list[Face]], refs: dict[str, Reference],
-            sample: SampleSink | None = None) -> list[np.ndarray]:
+            sample: SampleSink | None = None, enlarged: list[np.ndarray] | None = None) -> list[np.ndarray]:
         """Returns new images (the inputs are not modified); pixels outside every pasted face mask
-        are bit-identical to the input."""
+        are bit-identical to the input, or with ``output.upscale`` N, to the input enlarged N
+        times (``enlarged`` when the caller made them, else Lanczos here): faces are cut from
+        the enlarged image and restored at that size."""
         import torch
 
+        n = self.cfg.output.upscale
+        if n > 1 and enlarged is None:
+            enlarged = [enlarge(img, n) for img in images]
+        bases = enlarged if n > 1 else images
         fidelity = self.cfg.restore.fidelity
         if self.restorer.name == "none" or fidelity <= 0:  # not even a resampling round trip
-            return images
+            return bases
         jobs = []  # (image index, face, M, crop)
-        for i, (image, fs) in enumerate(zip(images, faces, strict=True)):
+        for i, (image, fs) in enumerate(zip(bases, faces, strict=True)):
             for face in fs:
                 if face.skipped:
                     continue
-                m = estimate_affine(face.kps, self.size)
+                # landmarks are in input pixels; pixel centres of an n-times resize sit at n x + (n - 1) / 2
+                m = estimate_affine(face.kps * n + (n - 1) / 2, self.size)
                 jobs.append((i, face, m, warp_face(image, m, self.size)))
         restored: dict[int, np.ndarray] = {}
         bs = max(1, self.cfg.restore.batch_size)
@@ -87,7 +95,7 @@ class FaceRestoreStage:
             if sample is not None:
                 sample(face, crop, restored[j])
         return [paste_faces(img, p, self.cfg.paste) if p else img
-                for img, p in zip(images, pastes, strict=True)]
+                for img, p in zip(bases, pastes, strict=True)]
 
 
 def restore_stream(frames: Iterable[Frame], faces_by_frame: dict[int, list[Face]],
