@@ -15,6 +15,7 @@ from worker import storage
 from worker.collection import archive
 from worker.config import Config
 from worker.errors import MediaError
+from worker.item.analysis_cache import reuse
 from worker.item.layout import Layout
 from worker.item.lifecycle import Started
 from worker.outputs.report import WHOLE, ReportSamples
@@ -22,7 +23,7 @@ from worker.records import ItemResult
 
 
 def plan_video(pools, cfg: Config, iid: str, src: Path, uri: str, out_dir: str, work: str,
-               result: ItemResult, on_restore: Callable[[], None] | None = None):
+               result: ItemResult, on_restore: Callable[[], None] | None = None, cache=None):
     """A video as ``worker.item.video_item.restore_video`` does it, in keyframe-aligned segments:
     analysed and planned now; returns its identities, faces and the restore pass to run later."""
     from worker.cluster.ray_pools import fan_out
@@ -37,12 +38,16 @@ def plan_video(pools, cfg: Config, iid: str, src: Path, uri: str, out_dir: str, 
     info = probe_video(src, cfg.limits)
     check_encodable(src, info, cfg.output, cfg.limits.max_video_pixels)  # before the analysis is paid for
     segs = plan_segments(packet_index(src), pools.opts.segment_frames)
-    progress = Progress(f"{iid} analyse", len(segs), unit="segments", enabled=cfg.progress, interval=0)
-    parts = fan_out(pools.analysis, "analyse_segment", [(cfg, str(src), uri, info, s) for s in segs],
-                    per, on_result=lambda k, r: progress.update(1))
-    progress.done()
-    analysis = merge_analyses(parts, cfg)
-    del parts
+    analysis = reuse(cache, result, iid, cfg)
+    if analysis is None:
+        progress = Progress(f"{iid} analyse", len(segs), unit="segments", enabled=cfg.progress, interval=0)
+        parts = fan_out(pools.analysis, "analyse_segment", [(cfg, str(src), uri, info, s) for s in segs],
+                        per, on_result=lambda k, r: progress.update(1))
+        progress.done()
+        analysis = merge_analyses(parts, cfg)
+        del parts
+        if cache is not None and cache.save:
+            cache.store(analysis)
     timings["analyse"] = time.monotonic() - t
 
     identities, _, by_frame = plan_video_item(analysis, cfg, result)
@@ -104,7 +109,7 @@ def _restore_video(pools, cfg, iid, src, uri, out_dir, work, result, on_restore,
 
 
 def plan_album(pools, cfg: Config, embed_dim: int, iid: str, src: Path, uri: str, out_dir: str,
-               result: ItemResult, refused: dict[str, str]):
+               result: ItemResult, refused: dict[str, str], cache=None):
     """An album as ``worker.item.album_item.restore_album`` does it, its images spread over the
     analysis actors: analysed and planned now; returns its identities, faces and the restore
     pass (restore actors) to run later."""
@@ -120,15 +125,18 @@ def plan_album(pools, cfg: Config, embed_dim: int, iid: str, src: Path, uri: str
 
     book = AlbumBook(root, names, result, refused)
     t = time.monotonic()
-    images = [n for n in book.usable if is_image_name(n)]
-    progress = Progress(f"{iid} analyse", len(images), unit="images", enabled=cfg.progress)
-    found = fan_out(pools.analysis, "analyse_image", [(cfg, str(root / n), uri_of(n)) for n in images],
-                    pools.opts.in_flight_per_actor, on_result=lambda k, r: progress.update(1),
-                    tolerate=(MediaError,)) if images else []
-    progress.done()
-    found = dict(zip(images, found, strict=True))
-    for name in book.usable:
-        book.add(name, found.get(name))
+    found = reuse(cache, result, iid, cfg)
+    if found is None:
+        images = [n for n in book.usable if is_image_name(n)]
+        progress = Progress(f"{iid} analyse", len(images), unit="images", enabled=cfg.progress)
+        outs = fan_out(pools.analysis, "analyse_image", [(cfg, str(root / n), uri_of(n)) for n in images],
+                       pools.opts.in_flight_per_actor, on_result=lambda k, r: progress.update(1),
+                       tolerate=(MediaError,)) if images else []
+        progress.done()
+        found = {n: o.reason if isinstance(o, MediaError) else o for n, o in zip(images, outs, strict=True)}
+        if cache is not None and cache.save:
+            cache.store_album(found)
+    book.add_all(found)
     result.timings["analyse"] = time.monotonic() - t
 
     t = time.monotonic()
@@ -203,6 +211,7 @@ def start_item(pools, item: archive.ArchiveItem, cfg: Config, layout: Layout, wo
     (``archive.item_layout``; ``tmp``: its local work folder, removed when it finishes); never
     raises for bad input (the failure is recorded). Finish it with
     ``worker.item.lifecycle.finish_item``."""
+    from worker.item.analysis_cache import cache_for
     from worker.item.publish import staging_uri, sweep_staging
     from worker.item.staging import stage_input
 
@@ -217,12 +226,13 @@ def start_item(pools, item: archive.ArchiveItem, cfg: Config, layout: Layout, wo
         st.cfg, embed_dim = pools.calibrate(cfg)
         storage.remove_tree_marker(final_dir)
         local, refused = stage_input(item.uri, tmp / "in", st.cfg)
+        cache = cache_for(out_root, item.uri, st.cfg)  # what `refstar analyse` kept, if anything
         if item.kind == "video":
             st.identities, st.faces, st.finish = plan_video(pools, st.cfg, iid, local, item.uri, out_dir,
-                                                            work, result, on_restore)
+                                                            work, result, on_restore, cache)
         else:
             st.identities, st.faces, st.finish = plan_album(pools, st.cfg, embed_dim, iid, local,
-                                                            item.uri, out_dir, result, refused)
+                                                            item.uri, out_dir, result, refused, cache)
     except Exception as e:  # one bad item never sinks the job; the manifest keeps the evidence
         st.fail(e)
     return st

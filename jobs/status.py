@@ -25,7 +25,7 @@ ALIVE = ("PENDING", "RUNNING")
 @dataclass
 class ItemState:
     item_id: str
-    state: str  # "done" | "failed" | "partial" | "incomplete"
+    state: str  # "done" | "failed" | "partial" | "analysed" | "incomplete"
     source: str = ""
     counts: dict = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)

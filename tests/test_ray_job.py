@@ -194,6 +194,24 @@ def test_upscale_on_ray_equals_the_single_machine_path(cluster, inputs, tmp_path
     assert min(psnr(x.image, y.image) for x, y in zip(a, b, strict=True)) > 45
 
 
+def test_run_reuses_what_refstar_analyse_kept(cluster, inputs, single, tmp_path):
+    """``refstar analyse`` on one machine, then the archive job into the same output: the job
+    skips its analysis actors and restores what a run from scratch restores."""
+    from worker.cli import main as cli_main
+
+    out = tmp_path / "out"
+    assert cli_main(["analyse", str(inputs / "one.mp4"), "-o", str(out), *[a for s in SETS for a in ("--set", s)]]) == 0
+    items = [i for i in archive.list_prefix(str(inputs)) if i.uri.endswith("one.mp4")]
+    summary = run_job(items, str(out), None, SETS, OPTS)
+    (row,) = summary["results"]
+    assert row["status"] == "ok", row
+    assert json.loads(Path(row["output"], "manifest.json").read_text())["counts"]["analysis_reused"] == 1
+    a = list(iter_frames(Path(row["output"], "restored.mp4")))
+    b = list(iter_frames(Path(single["one.mp4"].output, "restored.mp4")))
+    assert [f.pts for f in a] == [f.pts for f in b]
+    assert min(psnr(x.image, y.image) for x, y in zip(a, b, strict=True)) > 45
+
+
 def test_killed_restorer_still_completes(job, inputs, tmp_path):
     cfg = load_config(None, SETS)
     pools = Pools(cfg, OPTS)

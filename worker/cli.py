@@ -48,19 +48,23 @@ def _parser() -> argparse.ArgumentParser:
                                  "restoration for videos and photo albums.", formatter_class=HelpFormatter)
     ap.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("restore", help="restore videos, images or albums (folders of images)", formatter_class=HelpFormatter)
-    r.add_argument("inputs", nargs="*", metavar="INPUT", help="video file, image, or folder of images")
-    r.add_argument("-i", "--input", action="append", default=[], dest="more_inputs", metavar="INPUT",
-                   help="an input given as an option (repeatable), as refstar run spells it")
-    r.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
-    r.add_argument("--force", action="store_true", help="redo items that are already done")
-    r.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
-    r.add_argument("--link", action="store_true", help="with several inputs: link their people, so "
-                   "that each person is restored with the best references of all inputs "
-                   "(identity.link_archive)")
-    r.add_argument("--references", metavar="DIR", help="reference library: one folder of photos per "
-                   "person name (DIR/Rose Smith/*.jpg), local or s3:// (references.library)")
-    _config_args(r)
+    for name, what in (("restore", "restore videos, images or albums (folders of images)"),
+                       ("analyse", "find and group the people of videos, images or albums and choose their "
+                        "references, without restoring: a report to choose whom to restore (--persons), "
+                        "and an analysis a later restore into the same OUT reuses")):
+        r = sub.add_parser(name, help=what, description=what, formatter_class=HelpFormatter)
+        r.add_argument("inputs", nargs="*", metavar="INPUT", help="video file, image, or folder of images")
+        r.add_argument("-i", "--input", action="append", default=[], dest="more_inputs", metavar="INPUT",
+                       help="an input given as an option (repeatable), as refstar run spells it")
+        r.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
+        r.add_argument("--force", action="store_true", help="redo items that are already done")
+        r.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+        r.add_argument("--link", action="store_true", help="with several inputs: link their people, so "
+                       "that each person is restored with the best references of all inputs "
+                       "(identity.link_archive)")
+        r.add_argument("--references", metavar="DIR", help="reference library: one folder of photos per "
+                       "person name (DIR/Rose Smith/*.jpg), local or s3:// (references.library)")
+        _config_args(r)
     d = sub.add_parser("demo", help="build a short degraded clip from bundled face photos and restore it", formatter_class=HelpFormatter)
     d.add_argument("-o", "--output", default="refstar-demo", metavar="OUT", help="output folder")
     d.add_argument("--frames", type=int, default=48, help="length of the clip in frames")
@@ -95,6 +99,10 @@ def _print_result(res) -> None:
         print(f"{res.source}: already done in {res.output} (use --force to redo)", file=out)
         return
     line = f"{res.source}: {res.status}"
+    if res.status == "analysed":
+        line += (f": {c.get('faces', 0)} faces, {c.get('identities', 0)} people, {c.get('references', 0)} "
+                 f"references; choose whom to restore in {res.output}/report.html")
+        c = {}
     if c:
         line += (f": {c.get('faces', 0)} faces ({c.get('faces_restored', 0)} restored, "
                  f"{c.get('faces_with_reference', 0)} with a reference, {c.get('faces_too_small', 0)} too small), "
@@ -106,10 +114,11 @@ def _print_result(res) -> None:
         print(f"  error: {err}", file=sys.stderr)
 
 
-def run_restore(inputs: list[str], output: str, cfg, force: bool = False) -> int:
+def run_restore(inputs: list[str], output: str, cfg, force: bool = False, analyse: bool = False) -> int:
     """Restore each input in turn; with ``identity.link_archive`` every input is analysed and
     planned first and the people of all of them are linked, so that a person with no sharp face
-    in one input is restored with their references from another (``worker.item.lifecycle``)."""
+    in one input is restored with their references from another (``worker.item.lifecycle``).
+    ``analyse``: analyse and plan only (``refstar analyse``)."""
     from worker.item.lifecycle import finish_item, link_started
     from worker.item.pipeline import Engine, start_item
     from worker.item.staging import input_bytes
@@ -133,7 +142,7 @@ def run_restore(inputs: list[str], output: str, cfg, force: bool = False) -> int
     for i, src in enumerate(inputs, 1):
         if cfg.progress and len(inputs) > 1:
             print(f"[{i}/{len(inputs)}] {src}", file=sys.stderr)
-        st = start_item(src, output, cfg, engine=engine, force=force)
+        st = start_item(src, output, cfg, engine=engine, force=force, analyse_only=analyse)
         if link and not isinstance(st, ItemResult):
             started.append((i - 1, st))
             continue
@@ -151,7 +160,7 @@ def run_restore(inputs: list[str], output: str, cfg, force: bool = False) -> int
 
         write_index(output)
     if len(inputs) > 1:
-        print(f"{len(results)} items: {len(results) - len(failed)} done, {len(failed)} failed "
+        print(f"{len(results)} items: {len(results) - len(failed)} {'analysed' if analyse else 'done'}, {len(failed)} failed "
               f"in {time.monotonic() - t0:.1f} s")
     return 1 if failed else 0
 
@@ -195,10 +204,10 @@ def main(argv: list[str] | None = None) -> int:
         return _DELEGATED[argv[0]](argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.cmd == "restore":
+    if args.cmd in ("restore", "analyse"):
         args.inputs = args.inputs + args.more_inputs
         if not args.inputs:
-            parser.error("restore: give at least one INPUT")
+            parser.error(f"{args.cmd}: give at least one INPUT")
     if args.cmd == "status":
         from jobs.status import run_status
 
@@ -239,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         storage.check_root(args.output)
         with sigterm_unwinds():
-            return run_restore(args.inputs, args.output, cfg, force=args.force)
+            return run_restore(args.inputs, args.output, cfg, force=args.force, analyse=args.cmd == "analyse")
     except (*EXPECTED_ERRORS, ValueError) as e:  # a model, backend or library that cannot be loaded at all
         print(f"refstar: {e}", file=sys.stderr)
         return 2

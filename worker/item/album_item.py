@@ -25,6 +25,7 @@ from worker.collection.library import library_for, summary
 from worker.config import Config
 from worker.errors import MediaError
 from worker.faces.verify import face_confidence_at
+from worker.item.analysis_cache import reuse
 from worker.media.image import (
     check_output_size,
     is_image_name,
@@ -126,6 +127,13 @@ class AlbumBook:
                 self.faces.append(face)
             self.by_file[name] = found
 
+    def add_all(self, found: dict[str, list[Face] | str | None]) -> None:
+        """Record every usable file's analysis: its faces, the reason it could not be read, or
+        nothing (not an image)."""
+        for name in self.usable:
+            got = found.get(name)
+            self.add(name, MediaError(str(self.root / name), got) if isinstance(got, str) else got)
+
     def plan(self, cfg: Config, embed_dim: int) -> tuple[list[Identity], dict[str, Reference]]:
         """Cluster the album's faces and choose references (re-reading only their files)."""
         size = cfg.restore.crop_size
@@ -183,24 +191,29 @@ class AlbumBook:
 
 
 def start_album(src: Path, out_dir: str, cfg: Config, engine, result: ItemResult,
-                refused: dict[str, str] | None = None):
-    """Analyse every photo and plan the album: its identities, faces and its restore pass
+                refused: dict[str, str] | None = None, cache=None):
+    """Analyse every photo (or take ``cache``'s stored results: ``worker.item.analysis_cache``)
+    and plan the album: its identities, faces and its restore pass
     (``() -> (media, files, samples)``), run later, after any linking. ``refused``: files left
     out when it was staged, ``{name: why}``."""
     root, names, refused = album_files(src, refused)
     book = AlbumBook(root, names, result, refused)
     t = time.monotonic()
-    progress = Progress(f"analyse {src.name}", len(book.usable), unit="images", enabled=cfg.progress)
-    for name in book.usable:
-        progress.update(1)
-        if not is_image_name(name):
-            book.add(name, None)
-            continue
-        try:
-            book.add(name, analyse_image(root / name, engine.analyzer, cfg))
-        except MediaError as e:
-            book.add(name, e)
-    progress.done(f"{len(book.faces)} faces")
+    found = reuse(cache, result, src.name, cfg)
+    if found is None:
+        found = {}
+        progress = Progress(f"analyse {src.name}", len(book.usable), unit="images", enabled=cfg.progress)
+        for name in book.usable:
+            progress.update(1)
+            if is_image_name(name):
+                try:
+                    found[name] = analyse_image(root / name, engine.analyzer, cfg)
+                except MediaError as e:
+                    found[name] = e.reason
+        progress.done(f"{sum(len(f) for f in found.values() if isinstance(f, list))} faces")
+        if cache is not None and cache.save:
+            cache.store_album(found)
+    book.add_all(found)
     result.timings["analyse"] = time.monotonic() - t
 
     t = time.monotonic()

@@ -19,6 +19,7 @@ import numpy as np
 from worker import storage
 from worker.config import Config, with_backend_defaults
 from worker.errors import ModelError
+from worker.item.analysis_cache import cache_for
 from worker.item.layout import input_name, layout_for
 from worker.item.lifecycle import Started, finish_item
 from worker.item.litter import sweep_partials, work_dir
@@ -126,10 +127,12 @@ def item_restorer_from(net, info: dict, r):
 
 
 def start_item(src: str | Path, out_root: str, cfg: Config, *, engine: Engine | None = None,
-               force: bool = False, rel: str | None = None) -> Started | ItemResult:
+               force: bool = False, rel: str | None = None, analyse_only: bool = False) -> Started | ItemResult:
     """Stage, analyse and plan one item (a local path or an ``s3://`` URI) for ``out_root``; an
     ``ItemResult`` when there is nothing to run (already done, or the input is not there).
     ``rel``: the input's path in its collection, for the mirror layout (default: its name).
+    The analysis kept by ``refstar analyse`` in ``out_root`` is reused; ``analyse_only``
+    (``refstar analyse``) keeps it there and plans no restore pass (status "analysed").
     Never raises for bad input: a failure is recorded in the ``Started`` (``finish`` None)."""
     src = str(src)
     try:
@@ -157,15 +160,19 @@ def start_item(src: str | Path, out_root: str, cfg: Config, *, engine: Engine | 
         engine = engine or Engine(cfg)
         st.cfg = engine.cfg
         local, refused = stage_input(src, work / "in", st.cfg)
+        cache = cache_for(out_root, src, st.cfg, save=analyse_only)
         if result.kind == "video":
             from worker.item.video_item import start_video
 
-            st.identities, st.faces, st.finish = start_video(str(local), staged, st.cfg, engine, result)
+            st.identities, st.faces, st.finish = start_video(str(local), staged, st.cfg, engine, result, cache)
         else:
             from worker.item.album_item import start_album
 
             st.identities, st.faces, st.finish = start_album(local, staged, st.cfg, engine, result,
-                                                                 refused)
+                                                             refused, cache)
+        if analyse_only and st.finish is not None:
+            result.status, st.finish = "analysed", None
+            result.counts.update(**count_faces(st.faces, st.identities))
     except Exception as e:  # one bad item never sinks a batch; keep the evidence
         st.fail(e)
     except BaseException:  # Ctrl-C / SIGTERM: leave nothing behind

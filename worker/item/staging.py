@@ -62,10 +62,14 @@ def input_bytes(uri: str) -> int:
         return 0
 
 
+def canonical(uri: str) -> str:
+    """An input's URI as ids hash it: an ``s3://`` URI as given, a local path made absolute."""
+    return uri if storage.is_s3(uri) else str(Path(uri).resolve())
+
+
 def item_id(uri: str, cfg: Config) -> str:
     """Readable stem + hash of the URI, its contents' versions and the config."""
-    full = uri if storage.is_s3(uri) else str(Path(uri).resolve())
-    key = f"{full}|{fingerprint(uri)}|{digest(cfg)}"
+    key = f"{canonical(uri)}|{fingerprint(uri)}|{digest(cfg)}"
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(_name(uri)).stem)[:48] or "item"
     return f"{stem}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from worker import storage
 from worker.config import Config
 from worker.errors import MediaError
+from worker.item.analysis_cache import reuse
 from worker.media.video import VideoRewriter, check_encodable, iter_frames, probe_video
 from worker.outputs.report import ReportSamples
 from worker.progress import Progress
@@ -30,13 +31,18 @@ def adaptation_crops(analysis: Analysis) -> dict[int, list]:
     return out
 
 
-def start_video(path: str, out_dir: str, cfg: Config, engine, result: ItemResult):
-    """Analyse (decode 1) and plan: the item's identities, faces and its restore pass (decode 2,
+def start_video(path: str, out_dir: str, cfg: Config, engine, result: ItemResult, cache=None):
+    """Analyse (decode 1, or ``cache``'s stored analysis: ``worker.item.analysis_cache``) and
+    plan: the item's identities, faces and its restore pass (decode 2,
     ``() -> (media, [], samples)``), run later, after any linking."""
     t = time.monotonic()
     info = probe_video(path, cfg.limits)
     check_encodable(path, info, cfg.output, cfg.limits.max_video_pixels)  # before the analysis is paid for
-    analysis = analyse_video(path, info, engine.analyzer, cfg)
+    analysis = reuse(cache, result, Path(path).name, cfg)
+    if analysis is None:
+        analysis = analyse_video(path, info, engine.analyzer, cfg)
+        if cache is not None and cache.save:
+            cache.store(analysis)
     result.timings["analyse"] = time.monotonic() - t
     identities, _, by_frame = plan_video_item(analysis, cfg, result)
     return identities, analysis.faces, functools.partial(

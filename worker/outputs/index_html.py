@@ -28,7 +28,7 @@ INDEX_CSS = """body{font-family:system-ui,sans-serif;margin:0 auto;max-width:120
 background:#f6f6f4}h1{font-size:1.5em}.lead{font-size:1.05em;color:#444}
 .item{background:#fff;border:1px solid #ddd;border-radius:6px;padding:10px 14px;margin:12px 0}
 .item h2{font-size:1.05em;margin:0 0 4px}.st{font-size:.8em;padding:1px 7px;border-radius:9px;color:#fff;
-margin-left:8px}.done{background:#2a7d2a}.partial{background:#b07a00}.failed{background:#b00020}
+margin-left:8px}.done{background:#2a7d2a}.partial{background:#b07a00}.failed{background:#b00020}.analysed{background:#3366aa}
 .incomplete{background:#777}.thumbs{display:flex;gap:6px;flex-wrap:wrap;margin:6px 0}
 .thumbs figure{margin:0;text-align:center;font-size:.75em;color:#555}.thumbs img{width:72px;height:72px;display:block}
 .err{color:#a00;font-size:.9em}small{color:#666}"""
@@ -39,7 +39,7 @@ class IndexEntry:
     """One item folder of the output, as the index shows it."""
 
     folder: str  # path relative to the output root, "/"-separated
-    state: str  # "done" | "partial" | "failed" | "incomplete"
+    state: str  # "done" | "partial" | "analysed" | "failed" | "incomplete"
     manifest: dict = field(default_factory=dict)
     files: set[str] = field(default_factory=set)  # names relative to the folder
 
@@ -79,7 +79,7 @@ def read_entries(out_root: str) -> list[IndexEntry]:
             if m is not None:
                 entry.manifest = m
                 entry.state = "done" if storage.DONE_MARKER in names else (
-                    "partial" if m.get("status") == "partial" else "failed")
+                    m.get("status") if m.get("status") in ("partial", "analysed") else "failed")
         out.append(entry)
     return out
 
@@ -117,7 +117,7 @@ def _entry_html(x: IndexEntry) -> str:
 
 
 def render_index(entries: list[IndexEntry]) -> str:
-    states = {s: sum(x.state == s for x in entries) for s in ("done", "partial", "failed", "incomplete")}
+    states = {s: sum(x.state == s for x in entries) for s in ("done", "partial", "analysed", "failed", "incomplete")}
     faces = sum(x.manifest.get("counts", {}).get("faces_restored", 0) for x in entries)
     people = sum(len(x.manifest.get("identities", [])) for x in entries)  # per item, not linked
     lead = ", ".join(f"{n} {s}" for s, n in states.items() if n) or "nothing yet"

@@ -99,6 +99,12 @@ def summary_line(m: dict) -> str:
         what = f"Album, {media.get('files', c.get('files', '?'))} photos"
     people = len(m.get("identities", []))
     faces, restored = c.get("faces", 0), c.get("faces_restored", 0)
+    if m.get("status") == "analysed":
+        return (f"{what}. Analysed, nothing restored yet: {faces} faces of {people} "
+                f"{'person' if people == 1 else 'people'}, {c.get('references', 0)} references chosen. "
+                f"To restore only some of them, give their numbers (the headings below) or library "
+                f"names to <code>refstar restore ... --persons 0,2</code> (or <code>--skip-persons</code>) "
+                f"with the same output folder: the analysis is reused.")
     line = (f"{what}. {people} {'person' if people == 1 else 'people'}; {restored} of {faces} faces "
             f"restored")
     if c.get("faces_with_reference") is not None:
