@@ -12,9 +12,9 @@ Per aligned crop (the input ``lq`` and the reference are aligned to the same lan
    brightness and weighted by ``strength``.
 3. **Reconstruction.** A few Landweber back-projection steps ``out += H(lq - H(out))`` so that
    blurring the output gives back the (denoised) input: the output never contradicts the input.
-4. **Do no harm.** The change is scaled by how much of the reference's fine detail the input lost
-   (``detail_lost``, ramped by ``LOST_RAMP``): a barely degraded face still holds its own detail,
-   and replacing it with another frame's only moves it away from what it was.
+4. **Do no harm.** The selection mask is scaled, per pixel, by the share of the reference's fine
+   detail the (denoised) input lost there (``lost_map``): a barely degraded face still holds its
+   own detail, and replacing it with another frame's only moves it away from what it was.
 
 Without a reference the same pipeline runs with an empty mask: edge-aware denoising plus mild
 unsharp masking at the estimated scale, then back-projection, so "no reference" is a fair
@@ -36,12 +36,10 @@ SIGMA_GRID = (0.6, 1.0, 1.5, 2.0, 2.6, 3.3, 4.2, 5.5)  # input blur, px of the c
 BLIND_SIGMA = 3.0  # unsharp scale without a reference, px of a 256 crop
 BLIND_AMOUNT = 0.5
 WORK_SIZE = 256  # selection (flow, mask) runs at this size at most, px
-# How much of its reference's fine detail the input lost (``detail_lost``), from which on a crop
-# is fully restored; below the ramp it is left as it is. On the suite's 8 first dev clips the
-# face-mean loss is 0.13-0.48 (median 0.36) at x2, 0.35-0.64 (0.52) at x4 and 0.56-0.69 (0.65)
-# at x8; restoring a barely degraded face fully cost up to 2.3 dB (the reference's detail
-# replaced the input's own, which was still there), gating it keeps x8 as it was.
-LOST_RAMP = (0.35, 0.55)
+# Step 4 is a per-pixel weight, not a threshold: on aligned crops of six dev clips (the suite's
+# degraded frames, reference another clean frame) a face-mean ramp (full change from 55% lost,
+# none under 35%) gave x2 -0.16 dB (worst -0.76), x4 +0.13 (-0.53); ramps on the per-pixel map
+# were worse at x2; the map itself, with the blind part kept, -0.03 (-0.17) and +0.52 (+0.04).
 
 
 @lru_cache(maxsize=4)
@@ -109,17 +107,21 @@ def _noise_level(y: np.ndarray) -> float:
     return float(np.median(np.abs(hp)) * 1.4826 * 1.6)
 
 
-def detail_lost(lq: np.ndarray, ref_w: np.ndarray, sigma: float) -> float:
-    """0..1 over the face: the share of the warped reference's band finer than ``sigma`` (crop px)
-    that the input lacks, ``1 - E_in / E_ref`` per pixel (local energies), averaged with the face
-    prior. Both (S, S, 3) float32 0..1 on the same template."""
-    s = lq.shape[0]
-    win = s / 32.0
-    e_in = _g(_luma(lq - _g(lq, sigma)) ** 2, win)
+def lost_map(x: np.ndarray, ref_w: np.ndarray, sigma: float) -> np.ndarray:
+    """(S, S) 0..1: per pixel, the share of the warped reference's band finer than ``sigma``
+    (crop px) that ``x`` lacks, ``1 - E_x / E_ref`` (local energies over S/32 px). Both
+    (S, S, 3) float32 0..1 on the same template; pass the denoised input, or noise counts as
+    detail it still has."""
+    win = x.shape[0] / 32.0
+    e_in = _g(_luma(x - _g(x, sigma)) ** 2, win)
     e_ref = _g(_luma(ref_w - _g(ref_w, sigma)) ** 2, win)
-    lost = np.clip(1.0 - e_in / (e_ref + 1e-6), 0.0, 1.0)
-    prior = _prior(s)
-    return float((lost * prior).sum() / prior.sum())
+    return np.clip(1.0 - e_in / (e_ref + 1e-6), 0.0, 1.0)
+
+
+def detail_lost(x: np.ndarray, ref_w: np.ndarray, sigma: float) -> float:
+    """0..1 over the face: :func:`lost_map` averaged with the face prior."""
+    prior = _prior(x.shape[0])
+    return float((lost_map(x, ref_w, sigma) * prior).sum() / prior.sum())
 
 
 def _agreement_gate(lq_y: np.ndarray, ref_wy: np.ndarray, sigma: float, prior: np.ndarray) -> float:
@@ -173,14 +175,14 @@ class GuidedRestorer:
         sigma = BLIND_SIGMA * s / 256.0
         out = base + BLIND_AMOUNT * (base - _g(base, sigma))
         mask = np.zeros((s, s), np.float32)
-        keep = 1.0  # share of the change kept (do no harm, step 4)
         if ref is not None and self.strength > 0:
             mask, ref_w, sigma_r = self._select_reference(
                 lq_y, np.ascontiguousarray(ref, np.float32)
             )
-            lo, hi = LOST_RAMP
-            keep = float(np.clip((detail_lost(lq, ref_w, sigma_r) - lo) / (hi - lo), 0.0, 1.0))
             if mask.max() > 0:
+                # do no harm (step 4): the reference's detail only where the input lost it, and
+                # in proportion: detail the face still has is its own, another frame's is not
+                mask = mask * lost_map(base, ref_w, sigma_r)
                 sigma = sigma_r
                 ref_wy = _luma(ref_w)
                 # lighting: scale the reference's band to the input's local brightness
@@ -190,8 +192,7 @@ class GuidedRestorer:
                 a = (self.strength * mask)[..., None]
                 out = out + a * (detail_ref - detail_out)
         out = self._back_project(out, base, sigma)
-        out = lq + keep * (out - lq)
-        return np.clip(out, 0, 1).astype(np.float32), mask * keep
+        return np.clip(out, 0, 1).astype(np.float32), mask
 
     def _select_reference(
         self, lq_y: np.ndarray, ref: np.ndarray

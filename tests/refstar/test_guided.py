@@ -160,11 +160,11 @@ def test_tensor_conversions_round_trip():
     assert all((a == b).all() and b.flags.c_contiguous for a, b in zip(crops, back, strict=True))
 
 
-def test_a_barely_degraded_face_loses_nothing_and_a_damaged_one_gets_the_full_change(scene):
+def test_a_barely_degraded_face_loses_nothing_and_a_damaged_one_gets_more_reference(scene):
     """x2 of the quality suite (blur 0.8, x2 down, noise 2, JPEG 70): a face that still holds
-    its own detail gets part of the change (on real clips the whole change cost up to 2.3 dB
-    there: another frame's detail replaced the face's own); the damaged face of the scene
-    (x4) is more than LOST_RAMP's top lost, so it keeps the whole change (the 28.85 dB above)."""
+    its own detail takes little of the reference's (on real clips the whole change cost up to
+    2.3 dB there: another frame's detail replaced the face's own); the damaged face of the scene
+    (x4) lost more of it, so more of the reference goes in (the 28.85 dB above)."""
     from refstar import guided
 
     mild = degrade(scene.gt, DegradationParams(blur_sigma=0.8, scale=2.0, noise_sigma=2.0, jpeg_quality=70, seed=1))
@@ -177,5 +177,5 @@ def test_a_barely_degraded_face_loses_nothing_and_a_damaged_one_gets_the_full_ch
         x, r = (cv2.cvtColor(c, cv2.COLOR_BGR2RGB).astype(np.float32) / 255 for c in (lq, scene.ref))
         _, ref_w, sigma = g._select_reference(guided._luma(x), r)
         return guided.detail_lost(x, ref_w, sigma)
-    assert lost(mild) < guided.LOST_RAMP[1] <= lost(scene.lq)
-    assert 0 < mask < scene.out["ref"][1]  # the reported mask is scaled by what was kept
+    assert lost(mild) + 0.15 < lost(scene.lq)
+    assert 0 < mask < scene.out["ref"][1]  # the reported mask is scaled by what was lost
