@@ -4,6 +4,7 @@ Lanczos, the faces restored on crops cut at that size."""
 from __future__ import annotations
 
 import json
+import re
 
 import cv2
 import numpy as np
@@ -100,3 +101,14 @@ def test_upscale_values_and_the_pixel_limit(clip, tmp_path, capsys):
     assert code == 1
     err = capsys.readouterr().err
     assert "clip.mp4" in err and "1024x768" in err and "pixel limit" in err
+
+
+def test_the_demo_measures_an_enlarged_output_in_the_mirror_layout(tmp_path, capsys):
+    assert main(["demo", "-o", str(tmp_path), "--frames", "16", "--upscale", "2", "--layout", "mirror",
+                 "--set", "progress=false", "--set", "restore.crop_size=256"]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if "face PSNR" in x)
+    assert "both enlarged 2x" in line
+    before, after = (float(v) for v in re.findall(r"([\d.]+) dB (?:before|after)", line))
+    assert after > before + 1.0, line
+    assert f"restored video {tmp_path / 'out' / 'demo_clip.mp4'}" in out
