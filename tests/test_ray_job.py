@@ -181,34 +181,24 @@ def test_mirror_layout_keeps_the_input_tree_on_s3(cluster, inputs, s3_server):
     assert again["skipped"] == summary["done"] == 2
 
 
-def test_upscale_on_ray_equals_the_single_machine_path(cluster, inputs, tmp_path):
-    """``output.upscale=2`` on segments over actors: the same enlarged frames as in one process."""
-    items = [i for i in archive.list_prefix(str(inputs)) if i.uri.endswith("one.mp4")]
-    sets = [*SETS, "output.upscale=2"]
-    summary = run_job(items, str(tmp_path / "ray"), None, sets, OPTS)
-    assert summary["done"] == 1, summary
-    single = restore_item(inputs / "one.mp4", str(tmp_path / "single"), load_config(None, sets))
-    a = list(iter_frames(Path(summary["results"][0]["output"], "restored.mp4")))
-    b = list(iter_frames(Path(single.output, "restored.mp4")))
-    assert a[0].image.shape == (512, 640, 3) and [f.pts for f in a] == [f.pts for f in b]
-    assert min(psnr(x.image, y.image) for x, y in zip(a, b, strict=True)) > 45
-
-
-def test_run_reuses_what_refstar_analyse_kept(cluster, inputs, single, tmp_path):
-    """``refstar analyse`` on one machine, then the archive job into the same output: the job
-    skips its analysis actors and restores what a run from scratch restores."""
+def test_run_reuses_what_refstar_analyse_kept_and_upscales_as_one_process_does(cluster, inputs, tmp_path):
+    """``refstar analyse`` on one machine, then the archive job into the same output with
+    ``output.upscale=2`` (which keeps the analysis valid): the job skips its analysis actors, and
+    its segments give the same enlarged frames as one process restoring from scratch."""
     from worker.cli import main as cli_main
 
     out = tmp_path / "out"
     assert cli_main(["analyse", str(inputs / "one.mp4"), "-o", str(out), *[a for s in SETS for a in ("--set", s)]]) == 0
     items = [i for i in archive.list_prefix(str(inputs)) if i.uri.endswith("one.mp4")]
-    summary = run_job(items, str(out), None, SETS, OPTS)
+    sets = [*SETS, "output.upscale=2"]
+    summary = run_job(items, str(out), None, sets, OPTS)
     (row,) = summary["results"]
     assert row["status"] == "ok", row
     assert json.loads(Path(row["output"], "manifest.json").read_text())["counts"]["analysis_reused"] == 1
+    single = restore_item(inputs / "one.mp4", str(tmp_path / "single"), load_config(None, sets))
     a = list(iter_frames(Path(row["output"], "restored.mp4")))
-    b = list(iter_frames(Path(single["one.mp4"].output, "restored.mp4")))
-    assert [f.pts for f in a] == [f.pts for f in b]
+    b = list(iter_frames(Path(single.output, "restored.mp4")))
+    assert a[0].image.shape == (512, 640, 3) and [f.pts for f in a] == [f.pts for f in b]
     assert min(psnr(x.image, y.image) for x, y in zip(a, b, strict=True)) > 45
 
 
