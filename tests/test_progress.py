@@ -73,3 +73,13 @@ def test_a_batch_of_several_inputs_prints_its_eta(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "[1/2]" in err and "[2/2]" in err
     assert re.search(r"^batch: 1/2 items \(\d+% of the bytes\) in 0:\d\d:\d\d, ETA 0:\d\d:\d\d$", err, re.M), err
+
+
+def test_the_item_eta_adds_the_later_stages_measured_on_an_earlier_item(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    out = io.StringIO()
+    p = Progress("analyse x", 100, stream=out, interval=0, then=2.0)  # restoring takes twice as long
+    clock[0] = 10.0
+    p.update(50)  # 5 frames/s: 10 s of analysis left, then 20 s x 2 of restoring
+    assert out.getvalue() == "analyse x: 50/100 frames (50%) 5.0/s ETA 0:00:10, item ETA 0:00:50\n"

@@ -22,8 +22,10 @@ class Progress:
     """Counts units of work (frames, images) and prints ``label: n/total unit rate/s ETA``."""
 
     def __init__(self, label: str, total: int = 0, unit: str = "frames", *, enabled: bool = True,
-                 interval: float = 1.0, stream: TextIO | None = None):
-        self.label, self.total, self.unit = label, total, unit
+                 interval: float = 1.0, stream: TextIO | None = None, then: float | None = None):
+        """``then``: the seconds the item's later stages take per second of this one (known from
+        an earlier item): the line adds the item's ETA."""
+        self.label, self.total, self.unit, self.then = label, total, unit, then
         self.enabled, self.interval = enabled, interval
         self.stream = stream or sys.stderr
         self.count = 0
@@ -47,6 +49,8 @@ class Progress:
         if self.total:
             left = (self.total - self.count) / rate if rate > 0 else 0
             line += f"/{self.total} {self.unit} ({100 * self.count / self.total:.0f}%) {rate:.1f}/s ETA {_clock(left)}"
+            if self.then is not None:
+                line += f", item ETA {_clock(left + self.total / rate * self.then if rate > 0 else 0)}"
         else:
             line += f" {self.unit} {rate:.1f}/s"
         if note:

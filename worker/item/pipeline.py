@@ -56,6 +56,9 @@ class Engine:
         from worker.collection.library import library_for
 
         library_for(self.cfg)  # read (and checked) once, before the first item
+        # seconds restoring a frame per second analysing one, as the last video of this run
+        # measured: the item ETA on the next one's analysis line (None until a video finished)
+        self.restore_per_analyse: float | None = None
 
     def item_restorer(self, crops_by_identity: dict[int, list[np.ndarray]], result: ItemResult):
         """The restorer for one item: the shared one, or RefSTAR adapted on the item's crops

@@ -40,7 +40,7 @@ def start_video(path: str, out_dir: str, cfg: Config, engine, result: ItemResult
     check_encodable(path, info, cfg.output, cfg.limits.max_video_pixels)  # before the analysis is paid for
     analysis = reuse(cache, result, Path(path).name, cfg)
     if analysis is None:
-        analysis = analyse_video(path, info, engine.analyzer, cfg)
+        analysis = analyse_video(path, info, engine.analyzer, cfg, then=engine.restore_per_analyse)
         if cache is not None and cache.save:
             cache.store(analysis)
     result.timings["analyse"] = time.monotonic() - t
@@ -68,6 +68,8 @@ def _restore_video(path: str, out_dir: str, cfg: Config, engine, result: ItemRes
             raise MediaError(path, f"second decode gave {written} frames, first gave {analysis.n_frames}")
     progress.done()
     result.timings["restore"] = time.monotonic() - t
+    if result.timings.get("analyse") and not result.counts.get("analysis_reused"):
+        engine.restore_per_analyse = result.timings["restore"] / result.timings["analyse"]
     result.counts.update(**video_counts(analysis, identities))
     media = media_dict(info)
     media["output"] = dst.name

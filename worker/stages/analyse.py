@@ -70,11 +70,12 @@ def measure(image: np.ndarray, face: Face, cfg: Config) -> np.ndarray:
 
 
 def analyse_video(path: str, info: VideoInfo, analyzer: FaceAnalyzer, cfg: Config,
-                  frames: Iterable[Frame] | None = None) -> Analysis:
+                  frames: Iterable[Frame] | None = None, then: float | None = None) -> Analysis:
     """Detect (every ``detect.stride`` frames, and at every cut), refine tracked boxes in between,
     link tracks, score quality, keep the best crops per track.
 
-    ``frames`` defaults to decoding ``path``; a caller may pass a segment of it instead."""
+    ``frames`` defaults to decoding ``path``; a caller may pass a segment of it instead.
+    ``then``: restore seconds per analysis second, for the item ETA on the progress line."""
     out = Analysis(pool=CandidatePool(cfg.references.candidates_per_track))
     r = cfg.restore
     if r.adapts:
@@ -82,7 +83,7 @@ def analyse_video(path: str, info: VideoInfo, analyzer: FaceAnalyzer, cfg: Confi
     tracker = Tracker(cfg.track)
     is_cut = ShotCutDetector(cfg.track.cut_threshold)
     stride = max(1, cfg.detect.stride)
-    progress = Progress(f"analyse {info.path}", info.frames, enabled=cfg.progress)
+    progress = Progress(f"analyse {info.path}", info.frames, enabled=cfg.progress, then=then)
     last_detect = -stride
     for frame in frames if frames is not None else iter_frames(path, info):
         cut = is_cut(frame.image)
