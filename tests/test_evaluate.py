@@ -192,3 +192,18 @@ def test_cli_scores_a_worker_output_folder_with_its_references(clips, tmp_path, 
     assert gain["psnr"] > 1.0 and gain["identity_gt"] > 0
     html = (ev / "eval.html").read_text()
     assert html.startswith("<!doctype html>") and "guided" in html and "<table>" in html
+
+
+@pytest.mark.slow  # restores the clip first
+def test_cli_scores_a_mirror_layout_sidecar_by_the_media_beside_it(clips, tmp_path, capsys):
+    assert main(["restore", clips["degraded"], "-o", str(tmp_path / "out"), "-q", "--set", "restore.crop_size=256",
+                 "--layout", "mirror", "--suffix", "_r"]) == 0
+    (side,) = (tmp_path / "out").glob("*.refstar")
+    restored = tmp_path / "out" / (Path(clips["degraded"]).stem + "_r" + Path(clips["degraded"]).suffix)
+    assert restored.is_file()
+    ev = tmp_path / "ev"
+    assert main(["eval", clips["gt"], clips["degraded"], str(side), "-o", str(ev), "-q",
+                 "--label", "degraded", "--label", "guided"]) == 0
+    deg, guided = json.loads((ev / "eval.json").read_text())["candidates"]
+    assert Path(guided["media"]).resolve() == restored.resolve() and guided["references"] == "own"
+    assert summarise(guided["per_face"], base=deg["per_face"], frames=DEGRADED)["psnr"] > 1.0
