@@ -165,8 +165,8 @@ def test_mirror_layout_keeps_the_input_tree_on_s3(cluster, inputs, s3_server):
     storage.upload_file(inputs / "one.mp4", f"{src}/a/b/one.mp4")
     for name in ("group_a.jpg", "group_b.png", "single_t1_0.jpg"):
         storage.upload_file(inputs / "album" / name, f"{src}/photos/{name}")
-    argv = ["-i", src, "-o", out, *[a for s in SETS for a in ("--set", s)], *POOL, "--layout", "mirror",
-            "--suffix", "_r"]
+    # the options a user passes: default pools and segments
+    argv = ["-i", src, "-o", out, *[a for s in SETS for a in ("--set", s)], "--layout", "mirror", "--suffix", "_r"]
     assert main(argv) == 0
     summary = json.loads(storage.read_bytes(f"{out}/_job_summary.json"))
     keys = {storage.relative_to(out, u) for u, _, _ in storage.list(out)}

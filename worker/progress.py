@@ -13,6 +13,15 @@ log = logging.getLogger(__name__)
 AS_LOG = False  # set by worker.logs.setup_logging for --log-format json
 
 
+def say(line: str, stream: TextIO | None = None) -> None:
+    """One progress line: a log record of this module under ``--log-format json``, else a line on
+    ``stream`` (stderr)."""
+    if AS_LOG:
+        log.info(line)
+    else:
+        print(line, file=stream or sys.stderr, flush=True)
+
+
 def _clock(seconds: float) -> str:
     seconds = max(0, int(seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -58,13 +67,11 @@ class Progress:
         self._emit(line, final=False)
 
     def _emit(self, line: str, final: bool) -> None:
-        if AS_LOG:
-            log.info(line)
-        elif getattr(self.stream, "isatty", lambda: False)():
+        if not AS_LOG and getattr(self.stream, "isatty", lambda: False)():
             self.stream.write(f"\r{line}\x1b[K" + ("\n" if final else ""))
             self.stream.flush()
         else:
-            print(line, file=self.stream, flush=True)
+            say(line, self.stream)
 
     def done(self, note: str = "") -> float:
         """Print the closing line; returns the elapsed seconds."""
@@ -96,11 +103,7 @@ class BatchProgress:
         if worked:
             self.worked_bytes += self.sizes[k]
         if self.enabled and self.items < len(self.sizes):
-            line = self.line()
-            if AS_LOG:
-                log.info(line)
-            else:
-                print(line, file=self.stream, flush=True)
+            say(self.line(), self.stream)
 
     def eta(self) -> float | None:
         """Seconds left, None before any item was worked."""

@@ -16,7 +16,6 @@ import hashlib
 import io
 import json
 import logging
-import sys
 import zipfile
 from dataclasses import asdict, dataclass, fields
 
@@ -112,8 +111,9 @@ def reuse(cache: AnalysisCache | None, result, name: str, cfg: Config):
     if found is not None:
         result.counts["analysis_reused"] = 1
         if cfg.progress:
-            print(f"analyse {name}: reusing the analysis in {cache.folder}", file=sys.stderr)
-        log.info("%s: reusing the analysis in %s", name, cache.folder)
+            from worker.progress import say
+
+            say(f"analyse {name}: reusing the analysis in {cache.folder}")
     return found
 
 
