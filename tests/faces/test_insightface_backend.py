@@ -1,5 +1,6 @@
 """insightface backend. Model packs are never downloaded: without one present (the default in
-CI) only the missing-pack error is tested and the rest skips with the reason."""
+CI) only the missing-pack error is tested here and the rest skips with the reason; the same code
+runs on every change on the tiny pack of test_insightface_tiny_pack.py."""
 
 from __future__ import annotations
 

@@ -6,11 +6,15 @@ Model packs are never downloaded at run time: ``FaceAnalysis`` would fetch a mis
 GitHub, so the pack folder is checked first and a missing one is a ModelError naming where to
 put it.
 
+``analyze`` runs the pack's detector (on a copy no larger than ``max_side``) and then embeds all
+of the frame's faces from the full-resolution frame in one recognizer run.
+
 ``refine`` choice: detection on a crop around each given box (the box grown by 50 % each side,
 upscaled to at least 160 px). SCRFD is cheap on a small crop and gives landmarks consistent with
 full-frame detections, whereas the recognition model alone needs landmarks it cannot produce.
-When the crop yields no face, the landmarks are placed from the ArcFace template fitted to the
-box, so the tracker still gets one Face per box (its embedding is then approximate).
+When the crop yields no face centred inside the box (the crop also holds parts of neighbours),
+the landmarks are placed from the ArcFace template fitted to the box, so the tracker still gets
+one Face per box (its embedding is then approximate).
 """
 
 from __future__ import annotations
@@ -70,9 +74,19 @@ def _face_analysis(root: str, pack: str, ctx: int):
     providers = ["CPUExecutionProvider"]
     if ctx >= 0:
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    app = FaceAnalysis(
-        name=pack, root=root, allowed_modules=["detection", "recognition"], providers=providers
-    )
+    folder = Path(root) / "models" / pack
+    try:
+        # The folder, not the pack's name: insightface reads a name that is also a folder in the
+        # working directory as that folder, so ./buffalo_l/ would be loaded instead of the pack
+        # that check_pack found.
+        app = FaceAnalysis(
+            name=str(folder),
+            root=root,
+            allowed_modules=["detection", "recognition"],
+            providers=providers,
+        )
+    except AssertionError as err:  # FaceAnalysis asserts that it found a detection model
+        raise ModelError(f"insightface pack in {folder} has no detection model") from err
     app.prepare(ctx_id=ctx, det_thresh=0.5, det_size=(640, 640))
     return app
 
@@ -105,33 +119,44 @@ class InsightFaceAnalyzer:
             raise ModelError(f"insightface pack in {pack_dir(cfg)} has no recognition model")
         self.embed_dim = int(self.app.models["recognition"].output_shape[-1])
 
-    def _run(self, image: np.ndarray) -> tuple[list, float]:
-        """Faces found by the pack on ``image``, detected on a copy whose longer side is at most
-        cfg.max_side; returns them with the scale used (coordinates still in the copy)."""
+    def analyze(self, image: np.ndarray) -> list[Face]:
+        # Detected on a copy whose longer side is at most cfg.max_side; detection only, since
+        # FaceAnalysis.get would also embed each face, one run per face and from that copy.
         h, w = image.shape[:2]
         scale = min(1.0, self.cfg.max_side / max(h, w))
+        small = image
         if scale < 1.0:
-            image = cv2.resize(
+            small = cv2.resize(
                 image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA
             )
-        return self.app.get(np.ascontiguousarray(image)), scale
-
-    def analyze(self, image: np.ndarray) -> list[Face]:
-        found, scale = self._run(image)
-        zero = np.zeros(2, np.float32)
-        faces = [_to_face(f, zero, scale, True, None) for f in found]
-        # Embeddings from a downscaled copy lose detail; redo recognition at full resolution.
-        if scale < 1.0:
-            self._embed_full_res(image, faces)
-        return sort_by_x([f for f in faces if f.det_score >= self.cfg.min_score])
+        dets, kpss = self.app.det_model.detect(np.ascontiguousarray(small), max_num=0)
+        faces = [
+            Face(
+                bbox=(d[:4] / scale).astype(np.float32),
+                kps=(k / scale).astype(np.float32),
+                det_score=float(d[4]),
+                detected=True,
+            )
+            for d, k in zip(dets, kpss, strict=True)
+            if d[4] >= self.cfg.min_score
+        ]
+        self._embed_full_res(image, faces)
+        return sort_by_x(faces)
 
     def _embed_full_res(self, image: np.ndarray, faces: list[Face]) -> None:
         from insightface.utils import face_align
 
         rec = self.app.models["recognition"]
-        for face in faces:
-            chip = face_align.norm_crop(image, landmark=face.kps, image_size=rec.input_size[0])
-            face.embedding = unit(rec.get_feat(chip))
+        chips = [
+            face_align.norm_crop(image, landmark=f.kps, image_size=rec.input_size[0]) for f in faces
+        ]
+        # one run for all faces (what a GPU wants), one chip a run where the graph fixes its batch
+        step = 1 if isinstance(rec.input_shape[0], int) else max(1, len(chips))
+        feats = [
+            feat for i in range(0, len(chips), step) for feat in rec.get_feat(chips[i : i + step])
+        ]
+        for face, feat in zip(faces, feats, strict=True):
+            face.embedding = unit(feat)
 
     def refine(
         self, image: np.ndarray, boxes: np.ndarray, scores: np.ndarray | None = None
@@ -152,11 +177,13 @@ class InsightFaceAnalyzer:
             found = self.app.get(np.ascontiguousarray(crop)) if crop.size else []
             offset = np.array([x1, y1], np.float32)
             centre = (box[:2] + box[2:]) / 2
-            best = min(
-                found,
-                key=lambda f: np.linalg.norm((f.bbox[:2] + f.bbox[2:]) / 2 / up + offset - centre),
-                default=None,
-            )
+            # the grown crop also holds neighbours: only a face centred inside the box is its face
+            near = [
+                (float(np.linalg.norm(c - centre)), k)
+                for k, c in enumerate((f.bbox[:2] + f.bbox[2:]) / 2 / up + offset for f in found)
+                if np.all(c >= box[:2]) and np.all(c <= box[2:])
+            ]
+            best = found[min(near)[1]] if near else None
             if best is not None:
                 face = _to_face(best, offset, up, False, score)
                 face.bbox = box.copy()  # the tracker owns the box; only landmarks are refined
