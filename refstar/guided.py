@@ -6,7 +6,8 @@ Per aligned crop (the input ``lq`` and the reference are aligned to the same lan
    one whose blur of the reference best explains the input at low frequencies); compute dense
    optical flow (OpenCV DIS) from the input to the reference blurred the same way; warp the
    reference. The selection mask is where the blurred, warped reference agrees with the input
-   (local band-pass error small compared to the local signal), smoothed, times a face prior.
+   (local band-pass error small compared to the local signal; the more of its own fine detail
+   the input kept there, the closer the agreement asked), smoothed, times a face prior.
 2. **Transfer.** Inside the mask, the input's high-frequency band (lost detail, noise, JPEG
    blocks) is replaced by the warped reference's high band, scaled to the input's local
    brightness and weighted by ``strength``.
@@ -43,6 +44,13 @@ WORK_SIZE = 256  # selection (flow, mask) runs at this size at most, px
 # per-pixel share alone fixed x2 but cost 0.2-0.35 dB at x4/x8 on well-matched clips; both
 # together keep each one's gains (README, Quality).
 LOST_RAMP = (0.35, 0.55)
+# Selection: agreement falls with the relative band-pass error at AGREE_SLOPE where the input lost
+# the reference's detail, up to AGREE_SLOPE + KEPT_SLOPE where it kept all of it. Measured on
+# crops of the suite's dev clips (the worker's own references): a flat slope of 2 let a
+# reference with another expression (open eyes over a blink) cost up to 3 dB at x2; 2 + 8 x kept
+# turned the x2 talking heads from -0.85 / +0.33 dB to +0.55 / +0.98 and cost 0.06-0.36 dB at x8.
+AGREE_SLOPE = 2.0
+KEPT_SLOPE = 8.0
 
 
 @lru_cache(maxsize=4)
@@ -113,11 +121,13 @@ def _noise_level(y: np.ndarray) -> float:
 def lost_map(x: np.ndarray, ref_w: np.ndarray, sigma: float) -> np.ndarray:
     """(S, S) 0..1: per pixel, the share of the warped reference's band finer than ``sigma``
     (crop px) that ``x`` lacks, ``1 - E_x / E_ref`` (local energies over S/32 px). Both
-    (S, S, 3) float32 0..1 on the same template; pass the denoised input, or noise counts as
-    detail it still has."""
+    (S, S, 3) RGB or (S, S) luma, float32 0..1 on the same template; pass the denoised input,
+    or noise counts as detail it still has."""
     win = x.shape[0] / 32.0
-    e_in = _g(_luma(x - _g(x, sigma)) ** 2, win)
-    e_ref = _g(_luma(ref_w - _g(ref_w, sigma)) ** 2, win)
+    y = _luma(x) if x.ndim == 3 else x
+    ry = _luma(ref_w) if ref_w.ndim == 3 else ref_w
+    e_in = _g((y - _g(y, sigma)) ** 2, win)
+    e_ref = _g((ry - _g(ry, sigma)) ** 2, win)
     return np.clip(1.0 - e_in / (e_ref + 1e-6), 0.0, 1.0)
 
 
@@ -240,7 +250,13 @@ class GuidedRestorer:
     def _agreement(
         self, lq_y: np.ndarray, ref_wy: np.ndarray, sigma: float, noise: float
     ) -> np.ndarray:
-        """Selection mask (S, S) 0..1: where the degraded warped reference agrees with the input."""
+        """Selection mask (S, S) 0..1: where the degraded warped reference agrees with the input.
+
+        The agreement asked for grows with the share of the reference's fine detail the input
+        kept there (``1 - lost_map``): where the input still shows its own (a blink, a closed
+        mouth, at mild degradations most of the face), another frame's must match it closely or
+        it would be pasted over what the input shows; where the input lost it, the band both
+        still have is all there is to check."""
         s = lq_y.shape[0]
         wide = s / 24.0
         a = _bandpass(lq_y, sigma, wide)
@@ -249,7 +265,8 @@ class GuidedRestorer:
         err = _g(np.abs(a - b), win)
         signal = _g(np.abs(a), win) + _g(np.abs(b), win)
         rel = err / (signal + 2 * noise / max(sigma, 1.0) + 1e-3)
-        return np.clip(1.5 - 2.0 * rel, 0.0, 1.0).astype(np.float32)
+        kept = 1.0 - lost_map(_denoise(lq_y, noise), ref_wy, sigma)
+        return np.clip(1.5 - (AGREE_SLOPE + KEPT_SLOPE * kept) * rel, 0.0, 1.0).astype(np.float32)
 
     def _back_project(self, out: np.ndarray, target: np.ndarray, sigma: float) -> np.ndarray:
         """Landweber steps on ``|H out - H target|`` with H a Gaussian of ``sigma``: the output's
