@@ -45,6 +45,9 @@ class TrackConfig:
     max_gap: int = 8  # frames a track may go unseen before it ends
     cut_threshold: float = 0.5  # colour-histogram distance (0..1) that marks a shot cut
     smooth_window: int = 5  # frames in the centred landmark smoothing window (odd; 1 = off)
+    # videos: embed a tracked face at most every N frames while it keeps looking like itself (the
+    # embedding is most of a face's analysis cost); 1 = every face of every frame
+    embed_every: int = 1
 
 
 @dataclass(frozen=True)
@@ -229,7 +232,7 @@ FIDELITY_HELP = ("0..1 (restore.fidelity, default 1): 0 leaves every face exactl
 
 # closed ranges of the numeric keys a wrong value would silently misuse (None: no bound)
 RANGES: dict[str, tuple[float | None, float | None]] = {
-    "detect.upsample": (0, 4), "detect.stride": (1, None), "detect.min_score": (0.0, 1.0),
+    "detect.upsample": (0, 4), "detect.stride": (1, None), "track.embed_every": (1, None), "detect.min_score": (0.0, 1.0),
     "detect.max_side": (64, None),
     "track.iou_min": (0.0, 1.0), "track.max_gap": (0, None), "track.cut_threshold": (0.0, 1.0),
     "track.smooth_window": (1, None),

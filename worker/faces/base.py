@@ -28,18 +28,25 @@ class FaceAnalyzer(Protocol):
     identity_max_dist: float  # calibrated cosine distance for IdentityConfig.max_dist
     track_max_embed_dist: float  # calibrated cosine distance for TrackConfig.max_embed_dist
 
-    def analyze(self, image: np.ndarray) -> list[Face]:
+    def analyze(self, image: np.ndarray, embed: bool = True) -> list[Face]:
         """Detect every face in ``image`` (H, W, 3 BGR uint8, upright) and return them sorted by
-        the left edge of their box (x1, pixels), each with landmarks and an embedding."""
+        the left edge of their box (x1, pixels), each with landmarks and (``embed``) an
+        embedding; without ``embed`` the embedding is None, for :meth:`embed` to fill in."""
         ...
 
     def refine(
-        self, image: np.ndarray, boxes: np.ndarray, scores: np.ndarray | None = None
+        self, image: np.ndarray, boxes: np.ndarray, scores: np.ndarray | None = None,
+        embed: bool = True,
     ) -> list[Face]:
-        """Landmarks and embeddings for given ``boxes`` ((N, 4) float x1, y1, x2, y2 pixels)
-        without running the full-image detector; one Face per box, in box order, with
+        """Landmarks and (``embed``) embeddings for given ``boxes`` ((N, 4) float x1, y1, x2, y2
+        pixels) without running the full-image detector; one Face per box, in box order, with
         ``detected=False``. ``scores`` ((N,), 0..1) become ``det_score`` (the tracker carries the
         score of the track's last detection); 0 when omitted."""
+        ...
+
+    def embed(self, image: np.ndarray, faces: list[Face]) -> None:
+        """Set the embedding of ``faces`` of ``image`` as :meth:`analyze` or :meth:`refine`
+        returned them (their boxes and landmarks unchanged since), in one batched run."""
         ...
 
 

@@ -3,7 +3,8 @@ insightface points, and dlib's 128-d ResNet embedding. CPU-only, offline: the mo
 from the ``face-recognition-models`` wheel.
 
 Measured on the 2-core development machine: HOG on a 1280x886 photo 0.38 s (upsample 1),
-landmarks + embedding about 70 ms per face; the CNN detector takes ~30 s per photo on CPU.
+landmarks about 1-3 ms per face, the embedding about 70 ms per face (so videos embed a tracked
+face only now and then: ``worker.stages.analyse``); the CNN detector takes ~30 s per photo on CPU.
 """
 
 from __future__ import annotations
@@ -151,21 +152,25 @@ class DlibAnalyzer:
         keep = scores >= self.cfg.min_score
         return boxes[keep], scores[keep]
 
-    def _describe(
-        self, rgb: np.ndarray, boxes: np.ndarray, scores: np.ndarray, detected: bool
-    ) -> list[Face]:
+    def _shapes(self, rgb: np.ndarray, boxes) -> object:
         import dlib
 
-        if len(boxes) == 0:
-            return []
         shapes = dlib.full_object_detections()
         for x1, y1, x2, y2 in boxes:
             rect = dlib.rectangle(
                 int(round(x1)), int(round(y1)), int(round(x2)) - 1, int(round(y2)) - 1
             )
             shapes.append(_shape68()(rgb, rect))
+        return shapes
+
+    def _describe(
+        self, rgb: np.ndarray, boxes: np.ndarray, scores: np.ndarray, detected: bool, embed: bool
+    ) -> list[Face]:
+        if len(boxes) == 0:
+            return []
+        shapes = self._shapes(rgb, boxes)
         # One batched call: the ResNet runs on all 150x150 face chips together.
-        descriptors = _encoder().compute_face_descriptor(rgb, shapes)
+        descriptors = _encoder().compute_face_descriptor(rgb, shapes) if embed else [None] * len(boxes)
         faces = []
         for box, score, shape, desc in zip(boxes, scores, shapes, descriptors, strict=True):
             pts = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
@@ -174,22 +179,33 @@ class DlibAnalyzer:
                     bbox=np.asarray(box, dtype=np.float32),
                     kps=kps5_from_68(pts),
                     det_score=float(score),
-                    embedding=unit(np.array(desc)),
+                    embedding=None if desc is None else unit(np.array(desc)),
                     detected=detected,
                 )
             )
         return faces
 
-    def analyze(self, image: np.ndarray) -> list[Face]:
+    def analyze(self, image: np.ndarray, embed: bool = True) -> list[Face]:
         rgb = to_dlib_rgb(image)
         boxes, scores = self.detect(rgb)
-        return sort_by_x(self._describe(rgb, boxes, scores, detected=True))
+        return sort_by_x(self._describe(rgb, boxes, scores, detected=True, embed=embed))
 
     def refine(
-        self, image: np.ndarray, boxes: np.ndarray, scores: np.ndarray | None = None
+        self, image: np.ndarray, boxes: np.ndarray, scores: np.ndarray | None = None,
+        embed: bool = True,
     ) -> list[Face]:
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         scores = (
             np.zeros(len(boxes), np.float32) if scores is None else np.asarray(scores, np.float32)
         )
-        return self._describe(to_dlib_rgb(image), boxes, scores, detected=False)
+        return self._describe(to_dlib_rgb(image), boxes, scores, detected=False, embed=embed)
+
+    def embed(self, image: np.ndarray, faces: list[Face]) -> None:
+        # the 68 points are fitted again from each box (about 1 ms a face): the same box gives
+        # the same points, hence the same embedding analyze or refine would have given
+        if not faces:
+            return
+        rgb = to_dlib_rgb(image)
+        shapes = self._shapes(rgb, [f.bbox for f in faces])
+        for face, desc in zip(faces, _encoder().compute_face_descriptor(rgb, shapes), strict=True):
+            face.embedding = unit(np.array(desc))

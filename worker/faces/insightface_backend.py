@@ -7,7 +7,8 @@ GitHub, so the pack folder is checked first and a missing one is a ModelError na
 put it.
 
 ``analyze`` runs the pack's detector (on a copy no larger than ``max_side``) and then embeds all
-of the frame's faces from the full-resolution frame in one recognizer run.
+of the frame's faces from the full-resolution frame in one recognizer run; ``refine`` embeds the
+same way, and either can leave embedding to a later ``embed`` call.
 
 ``refine`` choice: detection on a crop around each given box (the box grown by 50 % each side,
 upscaled to at least 160 px). SCRFD is cheap on a small crop and gives landmarks consistent with
@@ -91,17 +92,6 @@ def _face_analysis(root: str, pack: str, ctx: int):
     return app
 
 
-def _to_face(f, offset: np.ndarray, scale: float, detected: bool, score: float | None) -> Face:
-    emb = getattr(f, "normed_embedding", None)
-    return Face(
-        bbox=(np.asarray(f.bbox, np.float32) / scale + np.tile(offset, 2)).astype(np.float32),
-        kps=(np.asarray(f.kps, np.float32) / scale + offset).astype(np.float32),
-        det_score=float(f.det_score) if score is None else float(score),
-        embedding=None if emb is None else unit(emb),
-        detected=detected,
-    )
-
-
 class InsightFaceAnalyzer:
     """:class:`~worker.faces.base.FaceAnalyzer` backed by an insightface model pack."""
 
@@ -119,7 +109,7 @@ class InsightFaceAnalyzer:
             raise ModelError(f"insightface pack in {pack_dir(cfg)} has no recognition model")
         self.embed_dim = int(self.app.models["recognition"].output_shape[-1])
 
-    def analyze(self, image: np.ndarray) -> list[Face]:
+    def analyze(self, image: np.ndarray, embed: bool = True) -> list[Face]:
         # Detected on a copy whose longer side is at most cfg.max_side; detection only, since
         # FaceAnalysis.get would also embed each face, one run per face and from that copy.
         h, w = image.shape[:2]
@@ -140,11 +130,15 @@ class InsightFaceAnalyzer:
             for d, k in zip(dets, kpss, strict=True)
             if d[4] >= self.cfg.min_score
         ]
-        self._embed_full_res(image, faces)
+        if embed:
+            self.embed(image, faces)
         return sort_by_x(faces)
 
-    def _embed_full_res(self, image: np.ndarray, faces: list[Face]) -> None:
+    def embed(self, image: np.ndarray, faces: list[Face]) -> None:
         from insightface.utils import face_align
+
+        if not faces:
+            return
 
         rec = self.app.models["recognition"]
         chips = [
@@ -159,7 +153,8 @@ class InsightFaceAnalyzer:
             face.embedding = unit(feat)
 
     def refine(
-        self, image: np.ndarray, boxes: np.ndarray, scores: np.ndarray | None = None
+        self, image: np.ndarray, boxes: np.ndarray, scores: np.ndarray | None = None,
+        embed: bool = True,
     ) -> list[Face]:
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         h, w = image.shape[:2]
@@ -174,23 +169,25 @@ class InsightFaceAnalyzer:
             up = max(1.0, _REFINE_MIN_SIDE / max(1, min(crop.shape[:2])))
             if up > 1.0:
                 crop = cv2.resize(crop, None, fx=up, fy=up, interpolation=cv2.INTER_CUBIC)
-            found = self.app.get(np.ascontiguousarray(crop)) if crop.size else []
-            offset = np.array([x1, y1], np.float32)
-            centre = (box[:2] + box[2:]) / 2
-            # the grown crop also holds neighbours: only a face centred inside the box is its face
-            near = [
-                (float(np.linalg.norm(c - centre)), k)
-                for k, c in enumerate((f.bbox[:2] + f.bbox[2:]) / 2 / up + offset for f in found)
-                if np.all(c >= box[:2]) and np.all(c <= box[2:])
-            ]
-            best = found[min(near)[1]] if near else None
-            if best is not None:
-                face = _to_face(best, offset, up, False, score)
-                face.bbox = box.copy()  # the tracker owns the box; only landmarks are refined
-            else:
-                face = Face(bbox=box.copy(), kps=template_kps(box), det_score=score, detected=False)
-                self._embed_full_res(image, [face])
-            out.append(face)
+            kps = template_kps(box)
+            if crop.size:
+                dets, kpss = self.app.det_model.detect(np.ascontiguousarray(crop), max_num=0)
+                offset = np.array([x1, y1], np.float32)
+                centres = (dets[:, :2] + dets[:, 2:4]) / 2 / up + offset
+                centre = (box[:2] + box[2:]) / 2
+                # the grown crop also holds neighbours: only a face centred inside the box is its face
+                near = [
+                    (float(np.linalg.norm(c - centre)), k)
+                    for k, c in enumerate(centres)
+                    if np.all(c >= box[:2]) and np.all(c <= box[2:])
+                ]
+                if near:
+                    kps = kpss[min(near)[1]] / up + offset
+            # the tracker owns the box; only landmarks are refined
+            out.append(Face(bbox=box.copy(), kps=np.asarray(kps, np.float32), det_score=score,
+                            detected=False))
+        if embed:
+            self.embed(image, out)  # from the full frame, one run for all, as analyze does
         return out
 
 

@@ -20,7 +20,7 @@ from worker.progress import Progress
 from worker.records import Face, Frame, ItemError
 from worker.stages.quality import face_quality, head_pose
 from worker.stages.references import Candidate, CandidatePool
-from worker.stages.track import ShotCutDetector, Tracker, TrackSummary, iou
+from worker.stages.track import ShotCutDetector, Tracker, TrackSummary, iou, look
 
 
 @dataclass
@@ -35,6 +35,7 @@ class Analysis:
     cuts: list[int] = field(default_factory=list)  # frame indices that start a new shot
     errors: list[ItemError] = field(default_factory=list)
     detector_frames: int = 0  # frames on which the detector ran
+    embedded: int = 0  # embeddings computed, refused looks included (track.embed_every spares most)
     confirmed: set[int] = field(default_factory=set)  # tracks the face verifier confirmed (detect.verify)
 
 
@@ -69,6 +70,12 @@ def measure(image: np.ndarray, face: Face, cfg: Config) -> np.ndarray:
     return crop
 
 
+def _embed(analyzer: FaceAnalyzer, image: np.ndarray, faces: list[Face], need: list[bool]) -> int:
+    """Embed the ``faces`` that ``need`` it and lack an embedding; returns how many need one."""
+    analyzer.embed(image, [f for f, n in zip(faces, need, strict=True) if n and f.embedding is None])
+    return sum(need)
+
+
 def analyse_video(path: str, info: VideoInfo, analyzer: FaceAnalyzer, cfg: Config,
                   frames: Iterable[Frame] | None = None, then: float | None = None) -> Analysis:
     """Detect (every ``detect.stride`` frames, and at every cut), refine tracked boxes in between,
@@ -85,16 +92,20 @@ def analyse_video(path: str, info: VideoInfo, analyzer: FaceAnalyzer, cfg: Confi
     stride = max(1, cfg.detect.stride)
     progress = Progress(f"analyse {info.path}", info.frames, enabled=cfg.progress, then=then)
     last_detect = -stride
+    lazy = cfg.track.embed_every > 1  # else every face is embedded as it is found
     for frame in frames if frames is not None else iter_frames(path, info):
         cut = is_cut(frame.image)
         if cut:
             tracker.cut()
             out.cuts.append(frame.index)
+        image = frame.image
         if cut or frame.index - last_detect >= stride:
-            faces = analyzer.analyze(frame.image)[: cfg.limits.max_faces_per_frame]
+            faces = analyzer.analyze(image, embed=not lazy)[: cfg.limits.max_faces_per_frame]
             last_detect = frame.index
             out.detector_frames += 1
-            tracker.update(frame.index, faces)
+            patches = [look(image, f.kps) for f in faces]
+            out.embedded += _embed(analyzer, image, faces, tracker.to_embed(frame.index, faces, patches))
+            tracker.update(frame.index, faces, patches=patches)
         else:
             faces = []
         # between detections, and where the detector missed a face it saw just before (blurred
@@ -102,12 +113,17 @@ def analyse_video(path: str, info: VideoInfo, analyzer: FaceAnalyzer, cfg: Confi
         ids, boxes, scores = tracker.missing(frame.index)
         if ids:
             taken = np.stack([f.bbox for f in faces]) if faces else np.zeros((0, 4), np.float32)
+            refined = analyzer.refine(image, boxes, scores, embed=not lazy)
+            patches = [look(image, f.kps) for f in refined]
+            doubt = [tracker.in_doubt(t, frame.index, p) for t, p in zip(ids, patches, strict=True)]
+            out.embedded += _embed(analyzer, image, refined, doubt)
             found = []
-            for tid, face in zip(ids, analyzer.refine(frame.image, boxes, scores), strict=True):
+            for tid, face, patch in zip(ids, refined, patches, strict=True):
                 if tracker.follow(tid, face) and not (iou(face.bbox[None], taken) > 0.3).any():
-                    found.append((tid, face))
-            tracker.update(frame.index, [f for _, f in found], [t for t, _ in found])
-            faces = faces + [f for _, f in found]
+                    found.append((tid, face, patch))
+            tracker.update(frame.index, [f for _, f, _ in found], [t for t, _, _ in found],
+                           [p for _, _, p in found])
+            faces = faces + [f for _, f, _ in found]
         for face in faces:
             face.frame, face.pts = frame.index, frame.pts
             crop = measure(frame.image, face, cfg)
