@@ -232,10 +232,10 @@ FIDELITY_HELP = ("0..1 (restore.fidelity, default 1): 0 leaves every face exactl
 
 # closed ranges of the numeric keys a wrong value would silently misuse (None: no bound)
 RANGES: dict[str, tuple[float | None, float | None]] = {
-    "detect.upsample": (0, 4), "detect.stride": (1, None), "track.embed_every": (1, None), "detect.min_score": (0.0, 1.0),
+    "detect.upsample": (0, 4), "detect.stride": (1, None), "detect.min_score": (0.0, 1.0),
     "detect.max_side": (64, None),
     "track.iou_min": (0.0, 1.0), "track.max_gap": (0, None), "track.cut_threshold": (0.0, 1.0),
-    "track.smooth_window": (1, None),
+    "track.smooth_window": (1, None), "track.embed_every": (1, None),
     "identity.min_faces": (1, None), "identity.min_track_frames": (1, None),
     "references.top_k": (0, None), "references.candidates_per_track": (1, None),
     "references.min_gain": (1.0, None), "references.min_quality": (0.0, 1.0),
