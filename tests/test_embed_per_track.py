@@ -1,5 +1,6 @@
 """Embedding per track (track.embed_every): a tracked face is embedded at its track's start, every
-N frames and when in doubt; the faces, people and references stay those of the per-frame path."""
+N frames and when in doubt; on a two-person clip the faces, people and references stay those of
+the per-frame path (on the dev clips: bench/bench_analysis.py)."""
 
 from __future__ import annotations
 
