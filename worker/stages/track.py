@@ -165,11 +165,9 @@ class Tracker:
         embedding before :meth:`update`: all but a face that overlaps exactly one active track,
         no other face overlapping that track, looks like it and was embedded less than
         ``embed_every`` frames ago."""
-        self._expire(frame)
-        ids = list(self._active)
+        ids, pred = self.active_boxes(frame)
         if self.cfg.embed_every <= 1 or not ids or not faces:
             return [True] * len(faces)
-        pred = np.array([self._active[t].predicted(frame) for t in ids], np.float32)
         hits = iou(np.array([f.bbox for f in faces]), pred) >= self.cfg.iou_min
         need = []
         for fi in range(len(faces)):
