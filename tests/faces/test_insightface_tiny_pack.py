@@ -218,10 +218,11 @@ class _MovingFace:
 
 @pytest.mark.slow
 def test_restore_a_video_with_the_pack(root, tmp_path):
-    """Detection every 4th frame: the frames between are followed through ``refine``."""
+    """Detection at most every 4th frame: the frames between are followed through ``refine``."""
     write_video(_MovingFace(), tmp_path / "clip.mp4", 12, audio=False)
     m = _restore([tmp_path / "clip.mp4"], tmp_path / "out", root, "detect.stride=4")
     c = m["counts"]
-    assert (c["faces"], c["detector_frames"], c["tracks"], c["identities"]) == (12, 3, 1, 1)
+    # detections on frames 0 (a new face), 1, 3, 7 and 11: the gap doubles up to the stride
+    assert (c["faces"], c["detector_frames"], c["tracks"], c["identities"]) == (12, 5, 1, 1)
     for f in m["faces"]:  # 320 px detected at 640: half a pixel, plus 4:2:0 chroma at the edges
         assert np.abs(np.subtract(f["bbox"], _MovingFace.box(f["frame"]))).max() <= 1.5

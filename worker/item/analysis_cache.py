@@ -31,7 +31,7 @@ from worker.stages.track import TrackSummary
 log = logging.getLogger(__name__)
 
 FOLDER = "_analysis"
-VERSION = 1
+VERSION = 2  # bump whenever the same input and settings analyse differently (2: boxes move with the image)
 ANALYSIS_SECTIONS = ("detect", "track", "references", "limits")
 # restore keys the analysis depends on: crop size (kept crops), and the adaptation pool
 RESTORE_KEYS = ("crop_size", "adapt_size", "adapt_crops_per_track")

@@ -7,6 +7,7 @@ scores) and per track the few best aligned crops, never the frames.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import closing
 from dataclasses import dataclass, field
 
 import cv2
@@ -15,6 +16,7 @@ import numpy as np
 from refstar.align import estimate_affine, warp_face
 from worker.config import Config
 from worker.faces.base import FaceAnalyzer
+from worker.media.prefetch import prefetch
 from worker.media.video import VideoInfo, iter_frames
 from worker.progress import Progress
 from worker.records import Face, Frame, ItemError
@@ -76,6 +78,34 @@ def _embed(analyzer: FaceAnalyzer, image: np.ndarray, faces: list[Face], need: l
     return sum(need)
 
 
+def _follow(image: np.ndarray, index: int, detected: list[Face], tracker: Tracker,
+            analyzer: FaceAnalyzer, lazy: bool) -> tuple[list[Face], int]:
+    """The faces of the tracks frame ``index`` has not seen yet, fitted by the landmark model at
+    their predicted boxes and accepted by the tracker (linked to their tracks), and the number of
+    embeddings that cost. Where two land on one face (or on a ``detected`` one), the track whose
+    detector box is freshest keeps it."""
+    ids, boxes, scores = tracker.missing(index)
+    if not ids:
+        return [], 0
+    taken = np.stack([f.bbox for f in detected]) if detected else np.zeros((0, 4), np.float32)
+    refined = analyzer.refine(image, boxes, scores, embed=not lazy)
+    patches = [look(image, f.kps) for f in refined]
+    doubt = [tracker.in_doubt(t, index, p) for t, p in zip(ids, patches, strict=True)]
+    embedded = _embed(analyzer, image, refined, doubt)
+    found = []
+    for k in tracker.rank(ids):
+        if not tracker.follow(ids[k], refined[k]):
+            continue
+        if (iou(refined[k].bbox[None], taken) > 0.3).any():
+            tracker.drop(ids[k])
+            continue
+        found.append(k)
+        taken = np.concatenate([taken, refined[k].bbox[None]])
+    tracker.update(index, [refined[k] for k in found], [ids[k] for k in found],
+                   [patches[k] for k in found])
+    return [refined[k] for k in found], embedded
+
+
 def analyse_video(path: str, info: VideoInfo, analyzer: FaceAnalyzer, cfg: Config,
                   frames: Iterable[Frame] | None = None, then: float | None = None) -> Analysis:
     """Detect (every ``detect.stride`` frames, and at every cut), refine tracked boxes in between,
@@ -91,51 +121,50 @@ def analyse_video(path: str, info: VideoInfo, analyzer: FaceAnalyzer, cfg: Confi
     is_cut = ShotCutDetector(cfg.track.cut_threshold)
     stride = max(1, cfg.detect.stride)
     progress = Progress(f"analyse {info.path}", info.frames, enabled=cfg.progress, then=then)
-    last_detect = -stride
+    last_detect, gap = -stride, stride
     lazy = cfg.track.embed_every > 1  # else every face is embedded as it is found
-    for frame in frames if frames is not None else iter_frames(path, info):
-        cut = is_cut(frame.image)
-        if cut:
-            tracker.cut()
-            out.cuts.append(frame.index)
-        image = frame.image
-        if cut or frame.index - last_detect >= stride:
-            faces = analyzer.analyze(image, embed=not lazy)[: cfg.limits.max_faces_per_frame]
-            last_detect = frame.index
-            out.detector_frames += 1
-            patches = [look(image, f.kps) for f in faces]
-            out.embedded += _embed(analyzer, image, faces, tracker.to_embed(frame.index, faces, patches))
-            tracker.update(frame.index, faces, patches=patches)
-        else:
-            faces = []
-        # between detections, and where the detector missed a face it saw just before (blurred
-        # or degraded frames: exactly the faces that need restoring), follow tracks by landmarks
-        ids, boxes, scores = tracker.missing(frame.index)
-        if ids:
-            taken = np.stack([f.bbox for f in faces]) if faces else np.zeros((0, 4), np.float32)
-            refined = analyzer.refine(image, boxes, scores, embed=not lazy)
-            patches = [look(image, f.kps) for f in refined]
-            doubt = [tracker.in_doubt(t, frame.index, p) for t, p in zip(ids, patches, strict=True)]
-            out.embedded += _embed(analyzer, image, refined, doubt)
-            found = []
-            for tid, face, patch in zip(ids, refined, patches, strict=True):
-                if tracker.follow(tid, face) and not (iou(face.bbox[None], taken) > 0.3).any():
-                    found.append((tid, face, patch))
-            tracker.update(frame.index, [f for _, f, _ in found], [t for t, _, _ in found],
-                           [p for _, _, p in found])
-            faces = faces + [f for _, f, _ in found]
-        for face in faces:
-            face.frame, face.pts = frame.index, frame.pts
-            crop = measure(frame.image, face, cfg)
-            if out.pool.would_keep(face.track, face.quality):
-                out.pool.offer(face.track, Candidate(face, crop))
-            if out.adapt_pool and out.adapt_pool.would_keep(face.track, face.quality):
-                small = cv2.resize(crop, (r.adapt_size, r.adapt_size), interpolation=cv2.INTER_AREA)
-                out.adapt_pool.offer(face.track, Candidate(face, small))
-            face.embedding = None  # the track keeps the running sum; a film's faces add up
-        out.faces.extend(faces)
-        out.n_frames += 1
-        progress.update(1, f"{len(out.faces)} faces")
+    prev = None
+    # closed on every way out, so that an error here stops the decoding thread at once
+    with closing(prefetch(frames if frames is not None else iter_frames(path, info))) as decoded:
+        for frame in decoded:
+            image = frame.image
+            cut = is_cut(image)
+            grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+            if cut:
+                tracker.cut()
+                out.cuts.append(frame.index)
+            elif prev is not None:
+                tracker.move(frame.index, prev, grey)
+            prev = grey
+            if cut or frame.index - last_detect >= gap:
+                faces = analyzer.analyze(image, embed=not lazy)[: cfg.limits.max_faces_per_frame]
+                last_detect = frame.index
+                out.detector_frames += 1
+                patches = [look(image, f.kps) for f in faces]
+                out.embedded += _embed(analyzer, image, faces, tracker.to_embed(frame.index, faces, patches))
+                new = tracker.update(frame.index, faces, patches=patches)
+                # new people keep the detector coming back on the next frame (a crowd); a scene
+                # whose faces are all tracked lets the gap double up to the stride
+                gap = 1 if new else min(stride, 2 * gap)
+            else:
+                faces = []
+            # between detections, and where the detector missed a face it saw just before (blurred
+            # or degraded frames: exactly the faces that need restoring), follow tracks by landmarks
+            followed, embedded = _follow(image, frame.index, faces, tracker, analyzer, lazy)
+            faces = faces + followed
+            out.embedded += embedded
+            for face in faces:
+                face.frame, face.pts = frame.index, frame.pts
+                crop = measure(frame.image, face, cfg)
+                if out.pool.would_keep(face.track, face.quality):
+                    out.pool.offer(face.track, Candidate(face, crop))
+                if out.adapt_pool and out.adapt_pool.would_keep(face.track, face.quality):
+                    small = cv2.resize(crop, (r.adapt_size, r.adapt_size), interpolation=cv2.INTER_AREA)
+                    out.adapt_pool.offer(face.track, Candidate(face, small))
+                face.embedding = None  # the track keeps the running sum; a film's faces add up
+            out.faces.extend(faces)
+            out.n_frames += 1
+            progress.update(1, f"{len(out.faces)} faces")
     out.tracks = tracker.summaries(out.faces)
     if cfg.detect.verify:
         out.confirmed = verify_tracks(out.pool)

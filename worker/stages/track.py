@@ -1,7 +1,9 @@
 """Linking per-frame detections into tracks, shot-cut detection and landmark smoothing.
 
 A track is one person across consecutive frames of one shot. Tracks end at shot cuts, after
-``max_gap`` frames unseen, or when a box jumps to a face whose embedding disagrees.
+``max_gap`` frames unseen, or when a box jumps to a face whose embedding disagrees. Between
+frames a track's box moves with the image (:func:`moved_box`), both for matching detections and
+for following the face by landmarks where no detection has it.
 
 Embedding a face costs far more than finding its landmarks (dlib: ~70 ms against ~1-3 ms), so a
 tracked face is embedded at its track's start, every ``embed_every`` frames, and whenever the
@@ -39,6 +41,52 @@ def look(image: np.ndarray, kps: np.ndarray) -> np.ndarray:
 def alike(a: np.ndarray | None, b: np.ndarray | None) -> bool:
     """Whether two :func:`look` patches show the same face (correlation >= ``LOOK_MIN``)."""
     return a is not None and b is not None and float((a * b).sum()) >= LOOK_MIN
+
+
+MOTION_SIZE = 32  # px: a face box is matched between frames at this width
+MOTION_SEARCH = 0.5  # box widths searched each side of the last box
+MOTION_MIN = 0.5  # normalised correlation below which the box is not moved
+
+
+def _box_patch(grey: np.ndarray, box: np.ndarray, margin: float) -> np.ndarray:
+    """The grey box region widened by ``margin`` box widths each side, resampled so that the box
+    is MOTION_SIZE px wide (border pixels replicated)."""
+    w, h = max(float(box[2] - box[0]), 1.0), max(float(box[3] - box[1]), 1.0)
+    s = MOTION_SIZE / w
+    out_w = round(MOTION_SIZE * (1 + 2 * margin))
+    out_h = round(h * s + 2 * margin * MOTION_SIZE)
+    m = np.array([[s, 0, -(box[0] - margin * w) * s], [0, s, -(box[1] - margin * w) * s]], np.float32)
+    return cv2.warpAffine(grey, m, (out_w, out_h), flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def moved_box(prev: np.ndarray, cur: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """``box`` (x1 y1 x2 y2 px of a face in grey frame ``prev``) moved to where its content is in
+    grey frame ``cur``: the best normalised-correlation match within MOTION_SEARCH box widths,
+    interpolated below a pixel; unmoved when nothing there correlates MOTION_MIN.
+
+    The landmark model refits a face only near the box it is given: a face that moves half its
+    width between frames would otherwise leave its box behind (and the look check lets the
+    landmarks settle on what remains of the face in the old box)."""
+    box = np.asarray(box, np.float32)
+    tmpl = _box_patch(prev, box, 0.0)
+    area = _box_patch(cur, box, MOTION_SEARCH)
+    if tmpl.std() < 1.0:  # a flat patch matches anywhere
+        return box
+    r = cv2.matchTemplate(area, tmpl, cv2.TM_CCOEFF_NORMED)
+    _, best, _, (x, y) = cv2.minMaxLoc(r)
+    if best < MOTION_MIN:
+        return box
+
+    def vertex(a: float, b: float, c: float) -> float:
+        d = a - 2 * b + c
+        return 0.0 if d >= 0 else 0.5 * (a - c) / d
+
+    dx = x + (vertex(r[y, x - 1], r[y, x], r[y, x + 1]) if 0 < x < r.shape[1] - 1 else 0.0)
+    dy = y + (vertex(r[y - 1, x], r[y, x], r[y + 1, x]) if 0 < y < r.shape[0] - 1 else 0.0)
+    scale = (box[2] - box[0]) / MOTION_SIZE
+    shift = (np.array([dx, dy], np.float32) - MOTION_SEARCH * MOTION_SIZE) * scale
+    return box + np.tile(shift, 2)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -91,10 +139,14 @@ class _Track:
     lost: bool = False  # landmarks could not follow it; waits for a detection to pick it up
     embedded_at: int = -(10**9)  # frame of its last embedded face
     patch: np.ndarray | None = None  # look() of its last face
+    moved: tuple[int, np.ndarray] | None = None  # (frame, box) where moved_box puts it there
+    detected_at: int = -(10**9)  # frame of its last detected face
 
     def predicted(self, frame: int) -> np.ndarray:
-        # no motion model: HOG boxes jump by ~10% between frames, and a velocity learned from
-        # those jumps drifts off the face; following the landmarks tracks real motion instead
+        # no velocity model: HOG boxes jump by ~10% between frames, and a velocity learned from
+        # those jumps drifts off the face; the image itself says where the face went
+        if self.moved is not None and self.moved[0] == frame:
+            return self.moved[1]
         return self.box
 
     def mean_embedding(self) -> np.ndarray | None:
@@ -131,6 +183,13 @@ class Tracker:
         boxes = np.array([self._active[t].predicted(frame) for t in ids], np.float32).reshape(-1, 4)
         return ids, boxes
 
+    def move(self, frame: int, prev: np.ndarray, cur: np.ndarray) -> None:
+        """Predict where the tracks seen in the previous frame (grey image ``prev``) are in
+        ``frame`` (grey image ``cur``), by :func:`moved_box`."""
+        for tr in self._active.values():
+            if tr.last_frame == frame - 1:
+                tr.moved = (frame, moved_box(prev, cur, tr.box))
+
     def missing(self, frame: int) -> tuple[list[int], np.ndarray, np.ndarray]:
         """Active tracks not seen in ``frame`` yet (the detector missed them: blur, occlusion):
         ids, predicted boxes (N,4) and last detector scores (N,), to be looked for with the
@@ -159,6 +218,17 @@ class Tracker:
             half = (face.bbox[2:] - face.bbox[:2]) / 2
             face.bbox = np.concatenate([centre - half, centre + half]).astype(np.float32)
         return True
+
+    def rank(self, ids: list[int]) -> list[int]:
+        """Positions of track ``ids``, the most recently detected first: where two tracks
+        follow onto one face, the one whose detector box is freshest keeps it."""
+        return sorted(range(len(ids)), key=lambda k: -self._active[ids[k]].detected_at)
+
+    def drop(self, tid: int) -> None:
+        """Stop following track ``tid`` (its face went to another track) until a detection
+        picks it up again."""
+        if tid in self._active:
+            self._active[tid].lost = True
 
     def to_embed(self, frame: int, faces: list[Face], patches: list[np.ndarray]) -> list[bool]:
         """Which detected ``faces`` of ``frame`` (with their :func:`look` patches) need an
@@ -190,8 +260,8 @@ class Tracker:
         self._active.clear()
 
     def update(self, frame: int, faces: list[Face], track_ids: list[int] | None = None,
-               patches: list[np.ndarray] | None = None) -> None:
-        """Assign ``face.track`` for the faces of ``frame``.
+               patches: list[np.ndarray] | None = None) -> int:
+        """Assign ``face.track`` for the faces of ``frame``; returns how many started a track.
 
         ``track_ids`` pins faces to tracks (faces refined from :meth:`active_boxes`); otherwise
         faces are matched to active tracks greedily by IoU with the predicted box, rejecting pairs
@@ -200,8 +270,10 @@ class Tracker:
         self._expire(frame)
         if track_ids is None:
             track_ids = self._match(frame, faces)
+        new = 0
         for k, (face, tid) in enumerate(zip(faces, track_ids, strict=True)):
             if tid < 0 or tid not in self._active:
+                new += 1
                 tid = self._next_id
                 self._next_id += 1
                 self._active[tid] = _Track(tid, face.bbox.copy(), frame, first_frame=frame)
@@ -210,7 +282,7 @@ class Tracker:
             tr.n_faces += 1
             tr.n_detected += int(face.detected)
             if face.detected:
-                tr.score = face.det_score
+                tr.score, tr.detected_at = face.det_score, frame
                 w = max(float(face.bbox[2] - face.bbox[0]), 1.0)
                 offset = (face.kps.mean(axis=0) - (face.bbox[:2] + face.bbox[2:]) / 2) / w
                 tr.kps_offset = offset if tr.kps_offset is None else 0.7 * tr.kps_offset + 0.3 * offset
@@ -220,6 +292,7 @@ class Tracker:
             if patches is not None:
                 tr.patch = patches[k]
             face.track = tid
+        return new
 
     def _match(self, frame: int, faces: list[Face]) -> list[int]:
         ids = list(self._active)
