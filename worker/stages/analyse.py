@@ -108,8 +108,9 @@ def _follow(image: np.ndarray, index: int, detected: list[Face], tracker: Tracke
 
 def analyse_video(path: str, info: VideoInfo, analyzer: FaceAnalyzer, cfg: Config,
                   frames: Iterable[Frame] | None = None, then: float | None = None) -> Analysis:
-    """Detect (every ``detect.stride`` frames, and at every cut), refine tracked boxes in between,
-    link tracks, score quality, keep the best crops per track.
+    """Detect (at most every ``detect.stride`` frames, on the next one after a detection that
+    found someone new, and at every cut), follow tracked faces in between, link tracks, score
+    quality, keep the best crops per track.
 
     ``frames`` defaults to decoding ``path``; a caller may pass a segment of it instead.
     ``then``: restore seconds per analysis second, for the item ETA on the progress line."""
