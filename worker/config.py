@@ -26,7 +26,9 @@ class DetectConfig:
     dlib_detector: str = "hog"  # "hog" (fast, CPU) | "cnn" (MMOD; needs a GPU to be practical)
     upsample: int = 1  # dlib: upsample the detection image this many times (finds small faces)
     max_side: int = 1280  # detect on a copy downscaled so its longer side is at most this, px
-    stride: int = 1  # videos: run the detector every N frames, track in between
+    # videos: run the detector at most every N frames and follow the faces in between; after a
+    # detection that found someone new it runs on the next frame, the gap doubling back up to N
+    stride: int = 1
     min_score: float = 0.0  # drop detections below this score (0..1)
     # restore a track (video) or face (photo) only when dlib's CNN detector confirms a face on
     # its aligned crop (worker.faces.verify): HOG fires on textured clothing
