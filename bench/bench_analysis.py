@@ -122,10 +122,11 @@ def compare(ref: dict, fast: dict, faces: set[int] | None = None) -> dict:
         if frames and theirs and None not in theirs:
             ratios.append(np.mean(theirs) / np.mean([quality[(i, k)] for k in frames]))
     n = len(ref["a"].faces)
-    return {"near_refs": near_refs, "ref_quality": min(ratios, default=float("nan")), "recall": len(pairs) / max(n, 1),
+    return {"recall": len(pairs) / max(n, 1),
             "recall_faces": len(found & faces) / max(len(faces), 1) if faces is not None else float("nan"),
             "lm_err": float(np.mean(err)) if err else float("nan"),
             "same_tracks": same_tracks, "same_people": same_people, "same_refs": same_refs,
+            "near_refs": near_refs, "ref_quality": min(ratios, default=float("nan")),
             "same_faces": n == len(fast["a"].faces) == len(pairs) and not any(err)}
 
 
