@@ -55,3 +55,19 @@ def test_closing_early_stops_the_producer():
     time.sleep(0.3)
     assert len(made) == n <= 5
     assert not [t for t in threading.enumerate() if t.name == "prefetch"]
+
+
+def test_closing_early_closes_the_source():
+    closed = threading.Event()
+
+    def gen():
+        try:
+            yield from range(10_000)
+        finally:
+            closed.set()
+
+    source = gen()  # held here, so only an explicit close can end it, not the collector
+    it = prefetch(source, depth=2)
+    assert next(it) == 0
+    it.close()
+    assert closed.wait(5)

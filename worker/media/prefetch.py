@@ -41,6 +41,11 @@ def prefetch(items: Iterable[T], depth: int = 4) -> Iterator[T]:
         except BaseException as e:  # handed to the consumer, raised there
             put((False, e))
             return
+        finally:
+            # a decoder left early closes its container here, not whenever it is collected
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
         put((True, _DONE))
 
     thread = threading.Thread(target=produce, name="prefetch", daemon=True)
