@@ -3,8 +3,9 @@
     python bench/bench_analysis.py [VIDEO ...] [--frames 150] [--set K=V ...] [--actors]
 
 Runs pass 1 (decode, detect or refine, landmarks, embedding, quality, tracking) and the planning
-step (identities, references) on each clip (default: every clip of ``../shared/data/videos``)
-twice: the per-frame path (detector and embedding on every face of every frame:
+step (identities, references, with the contenders measured between detections measured again:
+``worker.stages.analyse.look_again``), both timed, on each clip (default: every clip of
+``../shared/data/videos``) twice: the per-frame path (detector and embedding on every face of every frame:
 ``detect.stride=1 track.embed_every=1``), then with ``--set`` (default: the worker's defaults).
 Per clip: frames/s of both and the speed-up; face recall (the share of per-frame faces the fast
 run also has, IoU >= 0.5 in the same frame), the same share of the per-frame faces that dlib's CNN
@@ -42,7 +43,7 @@ from worker.config import load_config  # noqa: E402
 from worker.faces.verify import face_confidence_at  # noqa: E402
 from worker.item.pipeline import Engine  # noqa: E402
 from worker.media.video import iter_frames, probe_video  # noqa: E402
-from worker.stages.analyse import analyse_video  # noqa: E402
+from worker.stages.analyse import analyse_video, look_again  # noqa: E402
 from worker.stages.plan import plan_video  # noqa: E402
 from worker.stages.track import iou  # noqa: E402
 
@@ -59,8 +60,9 @@ def run(path: str, sets: list[str], frames: int) -> dict:
     info = probe_video(path, cfg.limits)
     t = time.perf_counter()
     a = analyse_video(path, info, analyzer, cfg, itertools.islice(iter_frames(path, info), frames))
+    # the candidates measured between detections are measured again, as the worker does
+    people = plan_video(a, cfg, look_again(path, info, lambda: analyzer, cfg))
     seconds = time.perf_counter() - t
-    people = plan_video(a, cfg)
     refs = {i.id: sorted(r.frame for r in i.references) for i in people}
     return {"a": a, "s": seconds, "people": people, "refs": refs, "height": info.height}
 
@@ -176,7 +178,7 @@ def main() -> None:
         n = ref["a"].n_frames
         row = {"clip": Path(path).stem, "height": ref["height"], "fps1": n / ref["s"], "fps": n / fast["s"], **c}
         rows.append(row)
-        refs = "" if c["same_refs"] else (" (near" if c["near_refs"] else " (") + \
+        refs = "" if c["same_refs"] else (" (near" if c["near_refs"] else " (other frames") + \
             f"; their quality x{c['ref_quality']:.3f})"
         print(f"{row['clip'][-44:]:44} {row['height']:5d} {row['fps1']:6.2f} {row['fps']:6.2f} "
               f"{row['fps'] / row['fps1']:5.2f} {c['recall']:6.3f} {c['recall_faces']:6.3f} {c['lm_err']:5.2f} "

@@ -27,10 +27,12 @@ def plan_video(pools, cfg: Config, iid: str, src: Path, uri: str, out_dir: str, 
     """A video as ``worker.item.video_item.restore_video`` does it, in keyframe-aligned segments:
     analysed and planned now; returns its identities, faces and the restore pass to run later."""
     from worker.cluster.ray_pools import fan_out
+    from worker.faces.base import make_analyzer
     from worker.item.segments import merge_analyses
     from worker.media.segments import packet_index, plan_segments
     from worker.media.video import check_encodable, probe_video
     from worker.progress import Progress
+    from worker.stages.analyse import look_again
     from worker.stages.plan import plan_video_item
 
     timings, per = result.timings, pools.opts.in_flight_per_actor
@@ -50,7 +52,10 @@ def plan_video(pools, cfg: Config, iid: str, src: Path, uri: str, out_dir: str, 
             cache.store(analysis)
     timings["analyse"] = time.monotonic() - t
 
-    identities, _, by_frame = plan_video_item(analysis, cfg, result)
+    # the few frames whose reference candidates are measured again are decoded here, beside the
+    # staged input, by a detector loaded only if there are some
+    again = look_again(str(src), info, functools.partial(make_analyzer, cfg.detect), cfg)
+    identities, _, by_frame = plan_video_item(analysis, cfg, result, again)
     return identities, analysis.faces, functools.partial(
         _restore_video, pools, cfg, iid, src, uri, out_dir, work, result, on_restore, info, segs,
         analysis, identities, by_frame)

@@ -123,3 +123,33 @@ def test_the_detector_comes_back_on_the_next_frame_after_finding_someone_new(tmp
     assert detected == [0, 1, 3, 7, 15, 16, 18, 22] and a.detector_frames == 8
     second = [f for f in a.faces if f.bbox[0] > 384 / 2]
     assert min(f.frame for f in second) == 15 and len({f.track for f in second}) == 1
+
+
+@pytest.mark.slow
+def test_quick_detections_keep_the_tracked_face_and_leave_a_small_newcomer_to_a_thorough_one(tmp_path):
+    """A 186 px face from frame 0; a 44 px one walks in at frame 12. With
+    ``detect.thorough_every=3`` two detections in three look only for faces near 186 px: the
+    large face is found on every frame as before, the small one on the next thorough detection
+    (19) instead of the first after it came (15)."""
+    from worker.synthetic import _face_patch
+
+    scene = _Enters(persons=("t1_2", "hanks"), size=(640, 360), face_px=150, motion=0)
+    scene.comes = 12
+    scene._shots[0]["patches"]["hanks"] = _face_patch("hanks", 50)
+    path = tmp_path / "small.mp4"
+    write_video(scene, path, 40, audio=False)
+    runs = {n: _analyse(path, "detect.stride=4", "track.embed_every=8", f"detect.thorough_every={n}")
+            for n in (1, 3)}
+
+    def small(a):
+        return [f for f in a.faces if f.bbox[2] - f.bbox[0] < 90]
+
+    assert min(f.frame for f in small(runs[1])) == 15 and runs[1].quick_detections == 0
+    a = runs[3]
+    # thorough on 0, 7, 19, 26, 38 (every third, and always with nobody tracked)
+    assert sorted({f.frame for f in a.faces if f.detected}) == [0, 1, 3, 7, 11, 15, 19, 20, 22, 26, 30, 34, 38]
+    assert a.quick_detections == 8 and min(f.frame for f in small(a)) == 19
+    assert len({f.track for f in small(a)}) == 1
+    big = {n: [f for f in r.faces if f.bbox[2] - f.bbox[0] >= 90] for n, r in runs.items()}
+    assert [f.frame for f in big[3]] == [f.frame for f in big[1]] == list(range(40))
+    assert min(iou(f.bbox[None], g.bbox[None])[0, 0] for f, g in zip(big[1], big[3], strict=True)) >= 0.7

@@ -202,6 +202,23 @@ def test_run_reuses_what_refstar_analyse_kept_and_upscales_as_one_process_does(c
     assert min(psnr(x.image, y.image) for x, y in zip(a, b, strict=True)) > 45
 
 
+def test_the_fast_analysis_settings_look_again_on_the_driver(cluster, inputs, tmp_path, caplog):
+    """With detection stride and quick detections the segments' actors leave faces measured
+    between detections; the driver measures the contenders for references again from its
+    staged copy before choosing them, as one process does."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="worker.stages.analyse")
+    items = [i for i in archive.list_prefix(str(inputs)) if i.uri.endswith("two.mp4")]
+    sets = [*SETS, "detect.stride=5", "track.embed_every=10", "detect.thorough_every=3"]
+    (row,) = run_job(items, str(tmp_path / "out"), None, sets, OPTS)["results"]
+    assert row["status"] == "ok", row
+    m = json.loads(Path(row["output"], "manifest.json").read_text())
+    assert m["counts"]["quick_detections"] >= 1 and m["counts"]["detector_frames"] < 36
+    assert len(m["identities"]) == 2 and all(i["references"] for i in m["identities"])
+    assert re.search(r"looked again at \d+ faces on \d+ frames", caplog.text)
+
+
 def test_killed_restorer_still_completes(job, inputs, tmp_path):
     cfg = load_config(None, SETS)
     pools = Pools(cfg, OPTS)

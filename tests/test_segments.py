@@ -13,7 +13,14 @@ import pytest
 
 from tests.mediagen import FaceScene, write_video
 from worker.config import OutputConfig, load_config
-from worker.media.segments import iter_segment, join_segments, packet_index, plan_segments
+from worker.media import segments
+from worker.media.segments import (
+    frames_at,
+    iter_segment,
+    join_segments,
+    packet_index,
+    plan_segments,
+)
 from worker.media.video import VideoRewriter, audio_packet_digests, iter_frames, probe_video
 
 GOP = 12
@@ -95,3 +102,18 @@ def test_join_keeps_timing_and_audio(clip, tmp_path):
     digests = audio_packet_digests(clip)
     assert digests and audio_packet_digests(out) == digests
     assert probe_video(out, load_config().limits).has_audio
+
+
+@pytest.mark.parametrize("seek_ahead_s", [0.0, 60.0])
+def test_chosen_frames_decode_as_in_a_full_pass(clip, monkeypatch, seek_ahead_s):
+    """By seeking (every jump, 0 s) or decoding on (60 s): the same pixels as the full decode,
+    in pts order; a pts no frame has is passed over."""
+    monkeypatch.setattr(segments, "SEEK_AHEAD_S", seek_ahead_s)
+    info = probe_video(clip, load_config(None, []).limits)
+    full = {f.pts: f.image for f in iter_frames(clip, info)}
+    pts = sorted(full)
+    wanted = [pts[k] for k in (35, 0, 5, 13, 14, 30)] + [pts[20] + 1]
+    got = list(frames_at(clip, info, wanted))
+    assert [p for p, _ in got] == sorted(pts[k] for k in (0, 5, 13, 14, 30, 35))
+    for p, image in got:
+        np.testing.assert_array_equal(image, full[p])

@@ -29,6 +29,10 @@ class DetectConfig:
     # videos: run the detector at most every N frames and follow the faces in between; after a
     # detection that found someone new it runs on the next frame, the gap doubling back up to N
     stride: int = 1
+    # videos: of every N detections only one looks for faces of every size; the others look only
+    # for faces about as large as the smallest tracked one (dlib: no upsampling, a coarser copy;
+    # several times cheaper); 1 = every detection looks for every size
+    thorough_every: int = 1
     min_score: float = 0.0  # drop detections below this score (0..1)
     # restore a track (video) or face (photo) only when dlib's CNN detector confirms a face on
     # its aligned crop (worker.faces.verify): HOG fires on textured clothing
@@ -234,7 +238,8 @@ FIDELITY_HELP = ("0..1 (restore.fidelity, default 1): 0 leaves every face exactl
 
 # closed ranges of the numeric keys a wrong value would silently misuse (None: no bound)
 RANGES: dict[str, tuple[float | None, float | None]] = {
-    "detect.upsample": (0, 4), "detect.stride": (1, None), "detect.min_score": (0.0, 1.0),
+    "detect.upsample": (0, 4), "detect.stride": (1, None),
+    "detect.thorough_every": (1, None), "detect.min_score": (0.0, 1.0),
     "detect.max_side": (64, None),
     "track.iou_min": (0.0, 1.0), "track.max_gap": (0, None), "track.cut_threshold": (0.0, 1.0),
     "track.smooth_window": (1, None), "track.embed_every": (1, None),

@@ -13,6 +13,7 @@ import pytest
 from worker.config import DetectConfig
 from worker.faces.base import FaceAnalyzer, make_analyzer
 from worker.faces.dlib_backend import kps5_from_68, margin_to_score
+from worker.stages.track import iou
 
 IMAGES = (
     Path(next(iter(importlib.util.find_spec("insightface").submodule_search_locations)))
@@ -161,3 +162,20 @@ def test_bad_inputs():
         make_analyzer(replace(DetectConfig(), dlib_detector="svm"))
     with pytest.raises(ValueError, match="uint8"):
         make_analyzer(DetectConfig()).analyze(np.zeros((10, 10), np.float32))
+
+
+def test_a_quick_detection_finds_the_faces_at_least_min_face_wide():
+    """Six faces of 130-156 px: looking only for faces of 104 px or more (no upsampling, a
+    coarser copy) finds all six at nearly the same boxes and landmarks; looking only for faces
+    twice the largest finds none, as no smaller face is searched for."""
+    big = cv2.resize(cv2.imread(str(IMAGES / "t1.jpg")), None, fx=1.4, fy=1.4, interpolation=cv2.INTER_CUBIC)
+    analyzer = make_analyzer(DetectConfig(max_side=1800))
+    thorough = analyzer.analyze(big)
+    sides = [min(f.bbox[2] - f.bbox[0], f.bbox[3] - f.bbox[1]) for f in thorough]
+    assert len(thorough) == 6 and min(sides) >= 120
+    quick = analyzer.analyze(big, min_face=0.8 * min(sides))
+    assert len(quick) == 6
+    for f, q in zip(thorough, quick, strict=True):  # both sorted by x
+        assert iou(f.bbox[None], q.bbox[None])[0, 0] >= 0.7
+        assert np.abs(f.kps - q.kps).mean() <= 0.01 * (f.bbox[2] - f.bbox[0])
+    assert analyzer.analyze(big, min_face=2 * max(sides)) == []

@@ -31,7 +31,9 @@ from worker.stages.track import TrackSummary
 log = logging.getLogger(__name__)
 
 FOLDER = "_analysis"
-VERSION = 2  # bump whenever the same input and settings analyse differently (2: boxes move with the image)
+# bump whenever the same input and settings analyse differently (2: boxes move with the image;
+# 3: the frames the detector searched whole are kept)
+VERSION = 3
 ANALYSIS_SECTIONS = ("detect", "track", "references", "limits")
 # restore keys the analysis depends on: crop size (kept crops), and the adaptation pool
 RESTORE_KEYS = ("crop_size", "adapt_size", "adapt_crops_per_track")
@@ -179,7 +181,9 @@ def _encode(a: Analysis) -> tuple[dict, dict]:
         "pool": _pool_rows(a.pool, index, "pool", arrays),
         "adapt_pool": _pool_rows(a.adapt_pool, index, "adapt", arrays),
         "n_frames": a.n_frames, "cuts": a.cuts, "errors": [asdict(e) for e in a.errors],
-        "detector_frames": a.detector_frames, "embedded": a.embedded, "confirmed": sorted(a.confirmed),
+        "detector_frames": a.detector_frames, "quick_detections": a.quick_detections,
+        "searched": sorted(a.searched),
+        "embedded": a.embedded, "confirmed": sorted(a.confirmed),
     }
     return meta, arrays
 
@@ -192,7 +196,9 @@ def _decode(meta: dict, arrays: dict) -> Analysis:
     return Analysis(faces=faces, tracks=tracks, pool=_pool(meta["pool"], faces, "pool", arrays),
                     adapt_pool=_pool(meta["adapt_pool"], faces, "adapt", arrays), n_frames=meta["n_frames"],
                     cuts=list(meta["cuts"]), errors=[ItemError(**e) for e in meta["errors"]],
-                    detector_frames=meta["detector_frames"], embedded=meta.get("embedded", 0),
+                    detector_frames=meta["detector_frames"], quick_detections=meta["quick_detections"],
+                    searched=set(meta["searched"]),
+                    embedded=meta.get("embedded", 0),
                     confirmed=set(meta["confirmed"]))
 
 

@@ -212,6 +212,7 @@ def count_faces(faces: list[Face], identities: list[Identity]) -> dict[str, int]
 def video_counts(analysis, identities: list[Identity]) -> dict[str, int]:
     """The manifest counts of a video item from its analysis (``worker.stages.analyse.Analysis``)."""
     return {"frames": analysis.n_frames, "detector_frames": analysis.detector_frames,
+            "quick_detections": analysis.quick_detections,
             "embeddings": analysis.embedded, "tracks": len(analysis.tracks), "shot_cuts": len(analysis.cuts),
             "tracks_not_faces": len({f.track for f in analysis.faces if f.skipped == "not_a_face"}),
             **count_faces(analysis.faces, identities)}

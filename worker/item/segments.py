@@ -75,6 +75,8 @@ def merge_analyses(parts: list[SegmentAnalysis], cfg: Config) -> Analysis:
         a = part.analysis
         out.n_frames += a.n_frames
         out.detector_frames += a.detector_frames
+        out.quick_detections += a.quick_detections
+        out.searched |= a.searched
         out.embedded += a.embedded
         out.errors.extend(a.errors)
         cut = s > 0 and _cut_between(parts[s - 1], part, cfg)

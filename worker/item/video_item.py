@@ -15,7 +15,7 @@ from worker.media.video import VideoRewriter, check_encodable, iter_frames, prob
 from worker.outputs.report import ReportSamples
 from worker.progress import Progress
 from worker.records import ItemResult
-from worker.stages.analyse import Analysis, analyse_video
+from worker.stages.analyse import Analysis, analyse_video, look_again
 from worker.stages.plan import assign_references, plan_video_item
 from worker.stages.restore import FaceRestoreStage, restore_stream
 
@@ -44,7 +44,8 @@ def start_video(path: str, out_dir: str, cfg: Config, engine, result: ItemResult
         if cache is not None and cache.save:
             cache.store(analysis)
     result.timings["analyse"] = time.monotonic() - t
-    identities, _, by_frame = plan_video_item(analysis, cfg, result)
+    again = look_again(path, info, lambda: engine.analyzer, cfg)
+    identities, _, by_frame = plan_video_item(analysis, cfg, result, again)
     return identities, analysis.faces, functools.partial(
         _restore_video, path, out_dir, cfg, engine, result, info, analysis, identities, by_frame)
 

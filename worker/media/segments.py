@@ -1,5 +1,5 @@
 """Keyframe-aligned segments of a video file (PyAV): index its packets, plan segments, decode
-one segment, join independently encoded segments with the source's audio.
+one segment or a few chosen frames, join independently encoded segments with the source's audio.
 
 A segment is the presentation-order frame range ``[start, end)`` whose first frame is a
 keyframe; decoding it means seeking to that keyframe and keeping frames whose pts fall in
@@ -10,11 +10,12 @@ past ``end_pts`` proves that every earlier one was emitted (also for open GOPs).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
+import numpy as np
 
 from worker.errors import MediaError
 from worker.media.video import VideoInfo, frame_image, open_input
@@ -105,6 +106,44 @@ def iter_segment(path: str | os.PathLike, info: VideoInfo, seg: Segment) -> Iter
     if index != seg.end:
         raise MediaError(path, f"segment {seg.index} gave {index - seg.start} frames, "
                                f"the packet index says {seg.frames}")
+
+
+# a wanted frame further ahead than this is reached by seeking, a nearer one by decoding on
+SEEK_AHEAD_S = 2.0
+
+
+def frames_at(path: str | os.PathLike, info: VideoInfo,
+              wanted: Iterable[int]) -> Iterator[tuple[int, np.ndarray]]:
+    """The frames whose pts are in ``wanted``, in pts order, as ``(pts, image)`` with the image
+    ``iter_frames`` gives for that frame; seeks to the keyframe before each one that is more than
+    ``SEEK_AHEAD_S`` ahead. A pts no frame has is passed over."""
+    path, todo = str(path), sorted(set(wanted))
+    ahead = SEEK_AHEAD_S / float(info.time_base) if info.time_base else 0
+    k = 0
+    with open_input(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        while k < len(todo):
+            start = k
+            container.seek(todo[k], stream=stream, backward=True, any_frame=False)
+            try:
+                for vf in container.decode(stream):
+                    if vf.pts is None:
+                        continue
+                    while k < len(todo) and todo[k] < vf.pts:
+                        k += 1
+                    if k == len(todo):
+                        break
+                    if vf.pts == todo[k]:
+                        yield todo[k], frame_image(vf, info)
+                        k += 1
+                        if k < len(todo) and todo[k] - vf.pts > ahead:
+                            break
+                else:
+                    k = len(todo)  # the stream ended
+            except av.FFmpegError as e:
+                raise MediaError(path, f"decoding failed near pts {todo[min(k, len(todo) - 1)]}: {e}") from e
+            k = max(k, start + 1)  # a seek that found nothing must not repeat
 
 
 def join_segments(src: str, info: VideoInfo, parts: list[str], dst: str) -> int:

@@ -6,23 +6,28 @@ scores) and per track the few best aligned crops, never the frames.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
 
 from refstar.align import estimate_affine, warp_face
 from worker.config import Config
+from worker.errors import MediaError
 from worker.faces.base import FaceAnalyzer
 from worker.media.prefetch import prefetch
+from worker.media.segments import frames_at
 from worker.media.video import VideoInfo, iter_frames
 from worker.progress import Progress
 from worker.records import Face, Frame, ItemError
 from worker.stages.quality import face_quality, head_pose
 from worker.stages.references import Candidate, CandidatePool
 from worker.stages.track import ShotCutDetector, Tracker, TrackSummary, iou, look
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -37,10 +42,17 @@ class Analysis:
     cuts: list[int] = field(default_factory=list)  # frame indices that start a new shot
     errors: list[ItemError] = field(default_factory=list)
     detector_frames: int = 0  # frames on which the detector ran
+    quick_detections: int = 0  # of those, detections that looked only for faces near the tracked ones' size
+    # frame indices the detector searched for faces of every size: a face there was measured as
+    # the per-frame path measures it (the others: ``look_again``)
+    searched: set[int] = field(default_factory=set)
     embedded: int = 0  # embeddings computed, refused looks included (track.embed_every spares most)
     confirmed: set[int] = field(default_factory=set)  # tracks the face verifier confirmed (detect.verify)
 
 
+# a quick detection looks for faces down to this share of the smallest tracked face's box side
+# (a face moving away between two detections still found)
+QUICK_SHRINK = 0.8
 VERIFY_TRIES = 3  # a track's best kept crops shown to the face verifier until one is confirmed
 
 
@@ -106,6 +118,59 @@ def _follow(image: np.ndarray, index: int, detected: list[Face], tracker: Tracke
     return [refined[k] for k in found], embedded
 
 
+def _quick_min_face(tracker: Tracker, index: int) -> float:
+    """The smallest box side (px) a quick detection of frame ``index`` must find: a little under
+    the smallest tracked face's; 0 (look for every size) when nobody is tracked."""
+    _, boxes = tracker.active_boxes(index)
+    if not len(boxes):
+        return 0.0
+    return QUICK_SHRINK * float(np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]).min())
+
+
+def look_again(path: str, info: VideoInfo, analyzer: Callable[[], FaceAnalyzer],
+               cfg: Config) -> Callable[[list[Face]], list[Candidate]]:
+    """Measures faces found between detections again as the per-frame path does: their frames
+    decoded again (``frames_at``), the detector run on the whole frame, each face measured from the
+    detection it overlaps (quality and pose set in place; its landmarks, used for pasting, stay).
+    Returns them as reference candidates with those crops; a face the detector misses there is
+    left out. ``analyzer`` is called once, when there is work."""
+
+    def run(faces: list[Face]) -> list[Candidate]:
+        by_pts: dict[int, list[Face]] = {}
+        for f in faces:
+            by_pts.setdefault(f.pts, []).append(f)
+        if not by_pts:
+            return []
+        model, out = analyzer(), []
+        try:
+            for pts, image in frames_at(path, info, by_pts):
+                out += _measure_again(model, image, by_pts[pts], cfg)
+        except MediaError as e:  # the analysis's own measures stand; the item goes on
+            log.warning("could not look again at reference candidates: %s", e)
+            return []
+        log.info("looked again at %d faces on %d frames", len(faces), len(by_pts))
+        return out
+
+    return run
+
+
+def _measure_again(model: FaceAnalyzer, image: np.ndarray, faces: list[Face], cfg: Config) -> list[Candidate]:
+    found = model.analyze(image, embed=False)
+    boxes = np.stack([f.bbox for f in found]) if found else np.zeros((0, 4), np.float32)
+    out = []
+    for face in faces:
+        ov = iou(face.bbox[None], boxes)[0]
+        if not len(ov) or ov.max() < 0.5:
+            continue  # the detector misses it here
+        d = found[int(ov.argmax())]
+        again = replace(face, bbox=d.bbox, kps=d.kps, det_score=d.det_score, detected=True)
+        crop = measure(image, again, cfg)
+        face.quality, face.quality_parts = again.quality, again.quality_parts
+        face.yaw, face.pitch = again.yaw, again.pitch
+        out.append(Candidate(face, crop))
+    return out
+
+
 def analyse_video(path: str, info: VideoInfo, analyzer: FaceAnalyzer, cfg: Config,
                   frames: Iterable[Frame] | None = None, then: float | None = None) -> Analysis:
     """Detect (at most every ``detect.stride`` frames, on the next one after a detection that
@@ -123,6 +188,7 @@ def analyse_video(path: str, info: VideoInfo, analyzer: FaceAnalyzer, cfg: Confi
     stride = max(1, cfg.detect.stride)
     progress = Progress(f"analyse {info.path}", info.frames, enabled=cfg.progress, then=then)
     last_detect, gap = -stride, stride
+    quick_left = 0  # detections left before the next one that looks for every face size
     lazy = cfg.track.embed_every > 1  # else every face is embedded as it is found
     prev = None
     # closed on every way out, so that an error here stops the decoding thread at once
@@ -138,7 +204,13 @@ def analyse_video(path: str, info: VideoInfo, analyzer: FaceAnalyzer, cfg: Confi
                 tracker.move(frame.index, prev, grey)
             prev = grey
             if cut or frame.index - last_detect >= gap:
-                faces = analyzer.analyze(image, embed=not lazy)[: cfg.limits.max_faces_per_frame]
+                min_face = _quick_min_face(tracker, frame.index) if quick_left and not cut else 0.0
+                quick_left = quick_left - 1 if min_face else cfg.detect.thorough_every - 1
+                out.quick_detections += min_face > 0
+                faces = analyzer.analyze(image, embed=not lazy, min_face=min_face)
+                if not min_face:
+                    out.searched.add(frame.index)
+                faces = faces[: cfg.limits.max_faces_per_frame]
                 last_detect = frame.index
                 out.detector_frames += 1
                 patches = [look(image, f.kps) for f in faces]

@@ -27,10 +27,26 @@ def face_tracks(analysis: Analysis, cfg: Config) -> set[int]:
     return set(analysis.confirmed) if cfg.detect.verify else set(analysis.tracks)
 
 
-def plan_video(analysis: Analysis, cfg: Config) -> list[Identity]:
+# faces measured between detections (followed, or found by a quick detection) whose quality is
+# within this share of a person's weakest chosen reference, and any reference still chosen on
+# such a measure after that, are measured again (``look_again``):
+# landmarks fitted on a followed box can put a face's quality at a third of what the per-frame
+# path measures (LivePortrait d12: 0.016 against 0.044 as the mouth opens), and the detector
+# score is the track's last; at most LOOK_AGAIN_MAX of a person's, and in all at most
+# LOOK_AGAIN_SHARE times the detections the analysis ran (each costs one) or LOOK_AGAIN_MAX if
+# more, every person's best first
+LOOK_AGAIN_MARGIN = 0.25
+LOOK_AGAIN_MAX = 8
+LOOK_AGAIN_SHARE = 0.25
+
+
+def plan_video(analysis: Analysis, cfg: Config,
+               look_again: Callable[[list[Face]], list[Candidate]] | None = None) -> list[Identity]:
     """Cluster track-mean embeddings into identities, then choose references from the crops the
-    analysis kept. Sets ``face.identity`` on every face; the faces of tracks that are not faces
-    (``face_tracks``) are marked ``skipped = "not_a_face"`` and join no identity."""
+    analysis kept; ``look_again`` (``worker.stages.analyse.look_again``) first measures the
+    contenders that were measured between detections as the per-frame path would. Sets
+    ``face.identity`` on every face; the faces of tracks that are not faces (``face_tracks``) are
+    marked ``skipped = "not_a_face"`` and join no identity."""
     faces, tracks = analysis.faces, analysis.tracks
     for tr in tracks.values():
         smooth_landmarks(faces, tr.faces, cfg.track.smooth_window)
@@ -73,7 +89,55 @@ def plan_video(analysis: Analysis, cfg: Config) -> list[Identity]:
                                 n_tracks=len(members), centroid=_unit(emb[[tids.index(t) for t in members]].mean(0))),
                        analysis.pool.candidates(members) if analysis.pool else [],
                        [sharpness_of(faces[i]) for t in members for i in tracks[t].faces]))
+    if look_again is not None:
+        people = _look_again(people, analysis, cfg, look_again)
     return with_references(people, cfg)
+
+
+def _look_again(people: list[tuple[Identity, list[Candidate], list[float]]], analysis: Analysis,
+                cfg: Config, look_again: Callable[[list[Face]], list[Candidate]]
+                ) -> list[tuple[Identity, list[Candidate], list[float]]]:
+    """``people`` with the faces measured again competing for their track's candidate slots on
+    their new measures. First each person's faces off the searched frames that could displace one
+    of the references chosen on the analysis's measures (every person's best before anyone's
+    second); then, while the budget lasts, any reference still chosen on a follow's measure."""
+    unsearched: dict[int, list[Face]] = defaultdict(list)
+    for f in analysis.faces:
+        if f.identity >= 0 and not f.skipped and f.frame not in analysis.searched:
+            unsearched[f.identity].append(f)
+    ranked = []
+    for ident, cands, sharp in people:
+        refs, _ = select_references(ident.id, cands, cfg.references, sharp)
+        if refs:
+            floor = (1 - LOOK_AGAIN_MARGIN) * min(r.quality for r in refs)
+            near = sorted((f for f in unsearched[ident.id] if f.quality >= floor), key=lambda f: -f.quality)
+            ranked += [(k, -f.quality, ident.id, f) for k, f in enumerate(near[:LOOK_AGAIN_MAX])]
+    ranked.sort(key=lambda r: r[:3])
+    budget = max(LOOK_AGAIN_MAX, round(LOOK_AGAIN_SHARE * analysis.detector_frames))
+    todo, looked = [f for *_, f in ranked[:budget]], set()
+    while todo:
+        budget -= len(todo)
+        looked |= {id(f) for f in todo}
+        fresh = {id(c.face): c for c in look_again(todo)}
+        people = [(ident, _best_per_track([fresh.pop(id(c.face), c) for c in cands]
+                                          + [c for c in fresh.values() if c.face.identity == ident.id],
+                                          cfg.references.candidates_per_track), sharp)
+                  for ident, cands, sharp in people]
+        todo = []
+        for ident, cands, sharp in people:
+            frames = {r.frame for r in select_references(ident.id, cands, cfg.references, sharp)[0]}
+            todo += [c.face for c in cands if c.face.frame in frames and c.face.frame not in analysis.searched
+                     and id(c.face) not in looked]
+        todo = todo[:max(budget, 0)]
+    return people
+
+
+def _best_per_track(cands: list[Candidate], k: int) -> list[Candidate]:
+    """The ``k`` best of each track's candidates, as the analysis's pool keeps them."""
+    by_track: dict[int, list[Candidate]] = defaultdict(list)
+    for c in cands:
+        by_track[c.face.track].append(c)
+    return [c for group in by_track.values() for c in sorted(group, key=lambda c: -c.face.quality)[:k]]
 
 
 def with_references(people: list[tuple[Identity, list[Candidate], list[float]]], cfg: Config) -> list[Identity]:
@@ -94,15 +158,16 @@ def with_references(people: list[tuple[Identity, list[Candidate], list[float]]],
     return out
 
 
-def plan_video_item(analysis: Analysis, cfg: Config, result: ItemResult
+def plan_video_item(analysis: Analysis, cfg: Config, result: ItemResult,
+                    look_again: Callable[[list[Face]], list[Candidate]] | None = None,
                     ) -> tuple[list[Identity], dict[str, Reference], dict[int, list[Face]]]:
     """The planning step of a video item (single machine or Ray): identities, the references by
     id, and the faces grouped by frame index for the restore pass; adds ``timings["plan"]`` and
-    the reference library's matches to ``result``."""
+    the reference library's matches to ``result``. ``look_again``: see ``plan_video``."""
     from worker.collection.library import library_for, summary
 
     t = time.monotonic()
-    identities = plan_video(analysis, cfg)
+    identities = plan_video(analysis, cfg, look_again)
     result.library = summary(library_for(cfg), [i.name for i in identities if i.name])
     refs = assign_references(analysis.faces, identities, cfg)
     by_frame: dict[int, list[Face]] = defaultdict(list)
