@@ -10,15 +10,16 @@ import pytest
 from worker.media.prefetch import prefetch
 
 
+def _counted(n: int, made: list[int]):
+    """0..n-1, each noted in ``made`` as it is produced."""
+    for i in range(n):
+        made.append(i)
+        yield i
+
+
 def test_items_come_in_order_and_ahead_of_the_consumer():
     made = []
-
-    def gen():
-        for i in range(10):
-            made.append(i)
-            yield i
-
-    it = prefetch(gen(), depth=3)
+    it = prefetch(_counted(10, made), depth=3)
     assert next(it) == 0
     deadline = time.monotonic() + 5
     while len(made) < 4 and time.monotonic() < deadline:
@@ -42,13 +43,7 @@ def test_the_producers_error_comes_after_its_items():
 
 def test_closing_early_stops_the_producer():
     made = []
-
-    def gen():
-        for i in range(10_000):
-            made.append(i)
-            yield i
-
-    it = prefetch(gen(), depth=2)
+    it = prefetch(_counted(10_000, made), depth=2)
     assert next(it) == 0
     it.close()
     n = len(made)

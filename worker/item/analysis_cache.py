@@ -181,8 +181,7 @@ def _encode(a: Analysis) -> tuple[dict, dict]:
         "pool": _pool_rows(a.pool, index, "pool", arrays),
         "adapt_pool": _pool_rows(a.adapt_pool, index, "adapt", arrays),
         "n_frames": a.n_frames, "cuts": a.cuts, "errors": [asdict(e) for e in a.errors],
-        "detector_frames": a.detector_frames, "quick_detections": a.quick_detections,
-        "searched": sorted(a.searched),
+        "detector_frames": a.detector_frames, "searched": sorted(a.searched),
         "embedded": a.embedded, "confirmed": sorted(a.confirmed),
     }
     return meta, arrays
@@ -196,8 +195,7 @@ def _decode(meta: dict, arrays: dict) -> Analysis:
     return Analysis(faces=faces, tracks=tracks, pool=_pool(meta["pool"], faces, "pool", arrays),
                     adapt_pool=_pool(meta["adapt_pool"], faces, "adapt", arrays), n_frames=meta["n_frames"],
                     cuts=list(meta["cuts"]), errors=[ItemError(**e) for e in meta["errors"]],
-                    detector_frames=meta["detector_frames"], quick_detections=meta["quick_detections"],
-                    searched=set(meta["searched"]),
+                    detector_frames=meta["detector_frames"], searched=set(meta["searched"]),
                     embedded=meta.get("embedded", 0),
                     confirmed=set(meta["confirmed"]))
 

@@ -75,7 +75,6 @@ def merge_analyses(parts: list[SegmentAnalysis], cfg: Config) -> Analysis:
         a = part.analysis
         out.n_frames += a.n_frames
         out.detector_frames += a.detector_frames
-        out.quick_detections += a.quick_detections
         out.searched |= a.searched
         out.embedded += a.embedded
         out.errors.extend(a.errors)

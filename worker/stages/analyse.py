@@ -42,12 +42,16 @@ class Analysis:
     cuts: list[int] = field(default_factory=list)  # frame indices that start a new shot
     errors: list[ItemError] = field(default_factory=list)
     detector_frames: int = 0  # frames on which the detector ran
-    quick_detections: int = 0  # of those, detections that looked only for faces near the tracked ones' size
     # frame indices the detector searched for faces of every size: a face there was measured as
     # the per-frame path measures it (the others: ``look_again``)
     searched: set[int] = field(default_factory=set)
     embedded: int = 0  # embeddings computed, refused looks included (track.embed_every spares most)
     confirmed: set[int] = field(default_factory=set)  # tracks the face verifier confirmed (detect.verify)
+
+    @property
+    def quick_detections(self) -> int:
+        """Detections that looked only for faces near the tracked ones' size."""
+        return self.detector_frames - len(self.searched)
 
 
 # a quick detection looks for faces down to this share of the smallest tracked face's box side
@@ -206,7 +210,6 @@ def analyse_video(path: str, info: VideoInfo, analyzer: FaceAnalyzer, cfg: Confi
             if cut or frame.index - last_detect >= gap:
                 min_face = _quick_min_face(tracker, frame.index) if quick_left and not cut else 0.0
                 quick_left = quick_left - 1 if min_face else cfg.detect.thorough_every - 1
-                out.quick_detections += min_face > 0
                 faces = analyzer.analyze(image, embed=not lazy, min_face=min_face)
                 if not min_face:
                     out.searched.add(frame.index)

@@ -14,7 +14,13 @@ from worker.config import Config
 from worker.records import Face, Identity, ItemResult, Reference
 from worker.stages.analyse import Analysis
 from worker.stages.identity import assign, centroids, cluster
-from worker.stages.references import Candidate, choose_reference, select_references, sharpness_of
+from worker.stages.references import (
+    Candidate,
+    CandidatePool,
+    choose_reference,
+    select_references,
+    sharpness_of,
+)
 from worker.stages.track import cannot_link_tracks, smooth_landmarks
 
 log = logging.getLogger(__name__)
@@ -105,6 +111,8 @@ def _look_again(people: list[tuple[Identity, list[Candidate], list[float]]], ana
     for f in analysis.faces:
         if f.identity >= 0 and not f.skipped and f.frame not in analysis.searched:
             unsearched[f.identity].append(f)
+    if not unsearched:  # the per-frame path: every face was measured on a searched frame
+        return people
     ranked = []
     for ident, cands, sharp in people:
         refs, _ = select_references(ident.id, cands, cfg.references, sharp)
@@ -134,10 +142,10 @@ def _look_again(people: list[tuple[Identity, list[Candidate], list[float]]], ana
 
 def _best_per_track(cands: list[Candidate], k: int) -> list[Candidate]:
     """The ``k`` best of each track's candidates, as the analysis's pool keeps them."""
-    by_track: dict[int, list[Candidate]] = defaultdict(list)
+    pool = CandidatePool(k)
     for c in cands:
-        by_track[c.face.track].append(c)
-    return [c for group in by_track.values() for c in sorted(group, key=lambda c: -c.face.quality)[:k]]
+        pool.offer(c.face.track, c)
+    return pool.candidates()
 
 
 def with_references(people: list[tuple[Identity, list[Candidate], list[float]]], cfg: Config) -> list[Identity]:
