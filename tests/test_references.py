@@ -1,7 +1,7 @@
 import numpy as np
 
 from worker.config import ReferenceConfig
-from worker.records import Face
+from worker.records import Face, Reference
 from worker.stages.references import Candidate, CandidatePool, choose_reference, select_references
 
 
@@ -71,3 +71,46 @@ def test_candidate_pool_keeps_the_best_per_group():
     pool.offer(1, _cand(9, 0.05, 0, 9))
     assert sorted(c.face.quality for c in pool.candidates([0])) == [0.5, 0.9]
     assert len(pool.candidates()) == 3
+
+
+def _ref(ref_id: str, crop: np.ndarray, yaw: float) -> Reference:
+    return Reference(ref_id=ref_id, identity=0, rank=int(ref_id[-1]), frame=100 + int(ref_id[-1]), pts=None,
+                     source="", quality=0.9, yaw=yaw, pitch=0.0, crop=crop, quality_parts={"sharpness": 0.9})
+
+
+def test_at_restore_a_face_takes_its_persons_reference_nearest_in_appearance():
+    """The astronaut degraded x4 in her photo; her person has two references: "another frame"
+    of her at a pose planning thinks far (yaw 40), and a crop of another face at her pose (what
+    a reference of another expression or lighting is to a talking head). Planning, by pose,
+    gave the second; the restore stage, with her crop at hand, takes the first, and the face
+    comes out closer to the original than with the planning's choice (measured: degraded 23.50,
+    planning's reference 23.51, the stage's 27.76 dB)."""
+    from refstar.align import estimate_affine, face_mask, warp_face
+    from refstar.degradations import DegradationParams, degrade
+    from refstar.metrics import psnr
+    from refstar.restorer import make_restorer
+    from tests.refstar.test_align import S, astronaut, insightface_photo
+    from tests.refstar.test_guided import _another_frame
+    from worker.config import load_config
+    from worker.stages.restore import FaceRestoreStage
+
+    img, kps = astronaut()
+    bad = img.copy()
+    x0, y0, x1, y1 = 140, 20, 340, 240  # her face, with a margin
+    bad[y0:y1, x0:x1] = degrade(img[y0:y1, x0:x1], DegradationParams(blur_sigma=1.5, scale=4.0, noise_sigma=4.0, jpeg_quality=45, seed=1))
+    other, faces = insightface_photo("t1.jpg")
+    right = _ref("0/1", _another_frame(img, kps), yaw=40.0)
+    wrong = _ref("0/0", warp_face(other, estimate_affine(faces[0], S), S), yaw=0.0)
+    cfg = load_config(None, [f"restore.crop_size={S}"])
+    stage = FaceRestoreStage(cfg, make_restorer("guided"))
+    face = Face(bbox=np.array([x0, y0, x1, y1], np.float32), kps=kps, det_score=1.0, frame=7, quality=0.1,
+                quality_parts={"sharpness": 0.1}, identity=0)
+    assert choose_reference(face, [wrong, right], 1.15).ref_id == "0/0"  # nearest in pose
+    face.reference = "0/0"
+    out = stage.run([bad], [[face]], {"0/0": wrong, "0/1": right})[0]
+    assert face.reference == "0/1"
+    face.reference = "0/0"
+    planned = stage.run([bad], [[face]], {"0/0": wrong})[0]
+    m = estimate_affine(kps, S)
+    gt, mask = warp_face(img, m, S), face_mask(S, 0.08)
+    assert psnr(warp_face(out, m, S), gt, mask) > psnr(warp_face(planned, m, S), gt, mask) + 2.0

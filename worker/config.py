@@ -77,8 +77,10 @@ class ReferenceConfig:
     ``min_gain`` times sharper than the faces it will serve; the absolute floors below only
     reject crops that cannot help any face."""
 
-    top_k: int = 3  # references kept per identity
-    candidates_per_track: int = 4  # best aligned crops kept per track during analysis
+    # references kept per identity: each face is restored with the one nearest its own look
+    # (worker.stages.restore), so more of them, near-duplicates aside, give closer matches
+    top_k: int = 8
+    candidates_per_track: int = 8  # best aligned crops kept per track during analysis (0.75 MiB each at 512 px)
     min_gain: float = 1.15  # sharpness of a reference over the faces it serves (and a quarter of its person's)
     min_face_px: int = 32  # floor: under this a crop is upsampled >16x to 512 px, no detail left
     max_yaw: float = 60.0  # floor, degrees: beyond, half the face is hidden from frontal targets
@@ -88,7 +90,7 @@ class ReferenceConfig:
     # a reference library: one folder of photos per person name (local or s3://), see worker.collection.library
     library: str = ""
     min_pose_gap: float = 8.0  # degrees of yaw/pitch between two references of one person
-    min_crop_dist: float = 0.04  # mean abs difference (0..1) below which crops are duplicates
+    min_crop_dist: float = 0.01  # mean abs difference (0..1) below which crops are duplicates
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from worker.config import Config
 from worker.media.image import enlarge
 from worker.records import Face, Frame, Reference
 from worker.stages.paste import Paste, paste_faces
+from worker.stages.references import choose_reference
 
 # (face, input crop, restored crop), both S x S BGR uint8; for the report's before/after pictures
 SampleSink = Callable[[Face, np.ndarray, np.ndarray], None]
@@ -47,6 +48,20 @@ class FaceRestoreStage:
             self._ref_tensors[ref.ref_id] = bgr_to_tensor([ref.crop])
         return self._ref_tensors[ref.ref_id]
 
+    def _nearest_references(self, jobs: list, refs: dict[str, Reference]) -> None:
+        """Each face given a reference at planning (nearest in pose) takes its person's reference
+        nearest in appearance to its own crop, among those planning allowed it (sharper enough,
+        not itself): only here is the crop at hand."""
+        by_person: dict[int, list[Reference]] = {}
+        for r in refs.values():
+            by_person.setdefault(r.identity, []).append(r)
+        for _, face, _, crop in jobs:
+            if face.reference in refs:
+                mine = by_person[refs[face.reference].identity]
+                pick = choose_reference(face, mine, self.cfg.references.min_gain, crop) if len(mine) > 1 else None
+                if pick is not None:
+                    face.reference = pick.ref_id
+
     def run(self, images: list[np.ndarray], faces: list[list[Face]], refs: dict[str, Reference],
             sample: SampleSink | None = None, enlarged: list[np.ndarray] | None = None) -> list[np.ndarray]:
         """Returns new images (the inputs are not modified); pixels outside every pasted face mask
@@ -70,6 +85,7 @@ class FaceRestoreStage:
                 # landmarks are in input pixels; pixel centres of an n-times resize sit at n x + (n - 1) / 2
                 m = estimate_affine(face.kps * n + (n - 1) / 2, self.size)
                 jobs.append((i, face, m, warp_face(image, m, self.size)))
+        self._nearest_references(jobs, refs)
         restored: dict[int, np.ndarray] = {}
         bs = max(1, self.cfg.restore.batch_size)
         self.runs += 1
