@@ -43,7 +43,8 @@ def face_tracks(analysis: Analysis, cfg: Config) -> set[int]:
 # more, every person's best first. Measured with the fast settings on the dev clips (150 frames
 # and the quality suite's 45): 0.25 and 8 left the suite's d12 and Thin-Plate clips and the
 # retalking face_1 clip on references the per-frame path ranks x0.83-0.99 (x1.8: one more);
-# 0.5 and 16 give those two suite clips and face_1 the per-frame choice (face_1 within 3 frames)
+# 0.5 and 16 give those two suite clips and face_1 the per-frame choice (face_1 within 3 frames;
+# measured with 3 references a person)
 LOOK_AGAIN_MARGIN = 0.5
 LOOK_AGAIN_MAX = 16
 LOOK_AGAIN_SHARE = 0.25
