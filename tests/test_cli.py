@@ -69,11 +69,12 @@ def test_an_output_that_is_a_file_is_one_clear_line(photo, tmp_path, capsys):
 
 
 def _restore_until_it_writes(tmp_path: Path) -> tuple[subprocess.Popen, Path, Path, list[str]]:
-    """``refstar restore`` of a 24-frame clip in a child process (its temp folder ``tmp``), stopped
-    reading at the moment its restore pass begins writing the video."""
+    """``refstar restore`` of a 72-frame clip in a child process (its temp folder ``tmp``), stopped
+    reading at the moment its restore pass begins writing the video (its first progress line; with
+    24 frames the pass once finished before the signal arrived)."""
     clip, tmp = tmp_path / "clip.mp4", tmp_path / "tmp"
     tmp.mkdir()
-    write_video(FaceScene(persons=("t1_2",), size=(320, 256), face_px=110), clip, 24)
+    write_video(FaceScene(persons=("t1_2",), size=(320, 256), face_px=110), clip, 72)
     env = {**os.environ, "TMPDIR": str(tmp)}
     proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "restore", str(clip), "-o", str(tmp_path / "out"),
                              "--set", "restore.crop_size=256"], env=env, stderr=subprocess.PIPE, text=True,
