@@ -29,6 +29,7 @@ baseline. Processing is numpy/OpenCV on CPU (flow is a CPU algorithm anyway), on
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -38,8 +39,14 @@ from refstar.align import face_mask
 from refstar.restorer import Restored, has_reference
 
 SIGMA_GRID = (0.6, 1.0, 1.5, 2.0, 2.6, 3.3, 4.2, 5.5)  # input blur, px of the crop
-BLIND_SIGMA = 3.0  # unsharp scale without a reference, px of a 256 crop
+BLIND_SIGMA = 3.0  # unsharp scale outside the reference's mask, px of a 256 crop
+# Unsharp amount outside the mask, with a reference given and without one. Measured on 512 px
+# crops of ten dev clips (the suite's degraded frames, 15 faces each), no reference, amount
+# 0.5 -> 0.15: x2 -1.23 -> +0.61 dB (worst clip -3.31 -> +0.30), x4 +0.20 -> +0.19 (worst -0.20
+# -> +0.06), x8 +0.05 -> +0.03 (worst -0.05 -> 0.00); with a reference 0.5 stays best (x2 +1.06
+# against +0.95 at 0.15: the reference's band replaces the sharpened one where it is selected).
 BLIND_AMOUNT = 0.5
+NO_REF_AMOUNT = 0.15
 WORK_SIZE = 256  # selection (flow, mask) runs at this size at most, px
 # Step 4: per pixel, the share of the reference's detail the input lost there; over a face that
 # lost more than LOST_RAMP[1] of it on average, the whole selection. Measured on the suite's
@@ -62,6 +69,25 @@ KEPT_SLOPE = 8.0
 # -0.41 -> -0.37), x4 +1.39 -> +2.73 (worst +0.57 -> +1.05), x8 +1.43 -> +2.79 (+0.47 -> +0.96);
 # 4 gains 0.1-0.2 dB less at x4/x8, 8 at most 0.1 more, x2 the same from 4 to 8.
 WIDE = 6.0
+
+
+# Choosing among a person's references (``pick_reference``): when the face looks blurred more
+# than this (share of the crop side: 4.5 px of a 512 crop, between the x4 and x8 faces) against
+# each of them, the nearest in look stays. Measured on 512 px crops of ten dev clips (15
+# degraded faces each, each face's 4 references nearest in look), least blur then least misfit
+# against the nearest in look: x2 +0.85 -> +1.06 dB (worst clip -1.30 -> +0.06, SadTalker AOC),
+# x4 +3.02 -> +3.15 (worst +1.50 -> +1.52); x8 (5 clips) +3.27 -> +3.36, where without the limit
+# one clip lost 0.36 dB.
+PICK_MAX_BLUR = 4.5 / 512
+
+
+class Selection(NamedTuple):
+    """Step 1's result for one reference on one input crop."""
+
+    mask: np.ndarray | None  # (S, S) 0..1, where the reference is selected
+    ref_w: np.ndarray | None  # (S, S, 3) the reference warped onto the input
+    sigma: float  # estimated blur of the input against this reference, px of the crop
+    misfit: float  # 0..1, band-pass error over the face at that blur relative to the signal
 
 
 @lru_cache(maxsize=4)
@@ -199,13 +225,13 @@ class GuidedRestorer:
         lq_y = _luma(lq)
         base = _denoise(lq, _noise_level(lq_y))
         # Blind part (everywhere outside the mask, and the whole output without a reference):
-        # mild unsharp masking. A fixed scale in crop pixels: measured on the test faces, it
-        # gains 0.1-1.4 dB for blur sigma 1-3 / x2-x6 downscales and never loses.
+        # mild unsharp masking at a fixed scale in crop pixels.
         sigma = BLIND_SIGMA * s / 256.0
-        out = base + BLIND_AMOUNT * (base - _g(base, sigma))
+        amount = BLIND_AMOUNT if ref is not None and self.strength > 0 else NO_REF_AMOUNT
+        out = base + amount * (base - _g(base, sigma))
         mask = np.zeros((s, s), np.float32)
         if ref is not None and self.strength > 0:
-            mask, ref_w, sigma_r = self._select_reference(
+            mask, ref_w, sigma_r, _ = self._select_reference(
                 lq_y, np.ascontiguousarray(ref, np.float32)
             )
             if mask.max() > 0:
@@ -233,11 +259,24 @@ class GuidedRestorer:
         out = self._back_project(out, base, sigma)
         return np.clip(out, 0, 1).astype(np.float32), mask
 
-    def _select_reference(
-        self, lq_y: np.ndarray, ref: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, float]:
-        """Selection: (mask (S, S) 0..1, reference warped onto the input (S, S, 3), estimated blur
-        sigma in crop px). Flow and mask are smooth, so they are computed at <= 256 px."""
+    def pick_reference(self, lq: torch.Tensor, refs: torch.Tensor) -> int:
+        """Which of ``refs`` ([K, 3, S, S], one person's references, the nearest in look first)
+        to restore ``lq`` ([1, 3, S, S]) with: the one against which the input looks least
+        blurred, then the one that explains its band at that blur best. A reference that differs
+        from the face in fine detail (another expression or light, or simply sharper than this
+        face ever was) is matched only by blurring it more, so the blur it needs ranks it. A
+        face blurred more than ``PICK_MAX_BLUR`` against every one of them keeps the first: the
+        estimates no longer tell the references apart."""
+        x = np.ascontiguousarray(lq[0].detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy())
+        rs = refs.detach().float().cpu().clamp(0, 1).permute(0, 2, 3, 1).numpy()
+        lq_y = _luma(x)
+        fits = [self._select_reference(lq_y, np.ascontiguousarray(r), rank_only=True) for r in rs]
+        best = min(range(len(fits)), key=lambda i: (fits[i].sigma, fits[i].misfit))
+        return 0 if fits[best].sigma > PICK_MAX_BLUR * x.shape[0] else best
+
+    def _select_reference(self, lq_y: np.ndarray, ref: np.ndarray, rank_only: bool = False) -> Selection:
+        """Step 1 for one reference (``rank_only``: its blur and misfit, no mask nor warped
+        reference). Flow and mask are smooth, so they are computed at <= 256 px."""
         s = lq_y.shape[0]
         n = min(s, WORK_SIZE)
         k = s / n
@@ -253,6 +292,11 @@ class GuidedRestorer:
         rough = np.sqrt(((flow - smooth) ** 2).sum(-1))
         rwy = _luma(_warp(small_ref, smooth))
         sigma = estimate_sigma(ly, rwy, prior)
+        a = _bandpass(ly, sigma, n / 24.0)
+        b = _bandpass(rwy, sigma, n / 24.0)
+        misfit = float((np.abs(a - b) * prior).sum() / (((np.abs(a) + np.abs(b)) * prior).sum() + 1e-12))
+        if rank_only:
+            return Selection(None, None, sigma * k, misfit)
         mask = np.zeros((n, n), np.float32)
         gate = _agreement_gate(ly, rwy, sigma, prior)
         if gate > 0:
@@ -262,7 +306,7 @@ class GuidedRestorer:
         if n != s:
             mask = cv2.resize(mask, (s, s), interpolation=cv2.INTER_LINEAR)
             smooth = cv2.resize(smooth, (s, s), interpolation=cv2.INTER_LINEAR) * k
-        return mask, _warp(ref, smooth), sigma * k
+        return Selection(mask, _warp(ref, smooth), sigma * k, misfit)
 
     def _agreement(
         self, lq_y: np.ndarray, ref_wy: np.ndarray, sigma: float, noise: float

@@ -29,7 +29,11 @@ class Restored:
 class Restorer(Protocol):
     """A face restorer. ``lq``: [B, 3, S, S] float32 RGB 0..1 aligned input crops. ``ref``: None
     (no references), or [B, 3, S, S] aligned references, one per sample; a sample whose reference
-    is all zeros, or a zero-sized ``ref`` tensor, means "no reference" for that sample."""
+    is all zeros, or a zero-sized ``ref`` tensor, means "no reference" for that sample.
+
+    A restorer may also offer ``pick_reference(lq [1, 3, S, S], refs [K, 3, S, S]) -> int``:
+    which of one person's references it restores that face best with (the restore stage asks
+    it among the references nearest the face's look); without it the nearest in look is used."""
 
     name: str
 

@@ -114,6 +114,16 @@ def test_a_wrong_reference_is_rejected(scene):
     assert scene.out["wrong"][1] < 0.5 * scene.out["ref"][1]
 
 
+def test_pick_reference_takes_the_right_face_unless_the_input_lost_too_much(scene):
+    g = GuidedRestorer()
+    mild = bgr_to_tensor([degrade(scene.gt, DegradationParams(blur_sigma=0.8, scale=2.0, noise_sigma=2.0, jpeg_quality=70, seed=1))])
+    assert g.pick_reference(mild, bgr_to_tensor([scene.wrong, scene.ref])) == 1
+    assert g.pick_reference(mild, bgr_to_tensor([scene.ref, scene.wrong])) == 0
+    # the scene's input (x4 with blur 2 on the crop itself) is past PICK_MAX_BLUR against both:
+    # the first (the nearest in look, as the restore stage orders them) stays
+    assert g.pick_reference(bgr_to_tensor([scene.lq]), bgr_to_tensor([scene.wrong, scene.ref])) == 0
+
+
 def test_output_is_consistent_with_the_input(scene):
     c = clean(P)
     own = psnr(degrade(scene.lq, c), degrade(scene.gt, c), MASK)  # measured 31.9 dB
@@ -185,8 +195,8 @@ def test_a_barely_degraded_face_loses_nothing_and_a_damaged_one_gets_more_refere
     def lost(lq):
         g = GuidedRestorer()
         x, r = (cv2.cvtColor(c, cv2.COLOR_BGR2RGB).astype(np.float32) / 255 for c in (lq, scene.ref))
-        _, ref_w, sigma = g._select_reference(guided._luma(x), r)
-        return guided.detail_lost(x, ref_w, sigma)
+        sel = g._select_reference(guided._luma(x), r)
+        return guided.detail_lost(x, sel.ref_w, sel.sigma)
     assert lost(mild) + 0.15 < lost(scene.lq)
     assert 0 < mask < scene.out["ref"][1]  # the reported mask is scaled by what was lost
 

@@ -170,11 +170,16 @@ def choose_reference(face: Face, refs: list[Reference], min_gain: float = 1.0,
     A face never uses a reference cut from itself: a reference restored with itself as guide
     learns nothing, so it takes the next nearest when there is one.
     """
+    ranked = rank_references(face, refs, min_gain, crop)
+    return ranked[0] if ranked else None
+
+
+def rank_references(face: Face, refs: list[Reference], min_gain: float = 1.0,
+                    crop: np.ndarray | None = None) -> list[Reference]:
+    """The references :func:`choose_reference` may give ``face``, nearest first."""
     own = sharpness_of(face)
     pool = [r for r in refs if sharpness_of(r) >= min_gain * own
             and not (r.frame == face.frame and r.source == face.source and abs(r.quality - face.quality) < 1e-9)]
-    if not pool:
-        return None
     if crop is not None:
-        return min(pool, key=lambda r: (_crop_dist(crop, r.crop), -r.quality))
-    return min(pool, key=lambda r: (_pose_gap(face, r), -r.quality))
+        return sorted(pool, key=lambda r: (_crop_dist(crop, r.crop), -r.quality))
+    return sorted(pool, key=lambda r: (_pose_gap(face, r), -r.quality))

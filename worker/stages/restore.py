@@ -12,7 +12,7 @@ from worker.config import Config
 from worker.media.image import enlarge
 from worker.records import Face, Frame, Reference
 from worker.stages.paste import Paste, paste_faces
-from worker.stages.references import choose_reference
+from worker.stages.references import rank_references
 
 # (face, input crop, restored crop), both S x S BGR uint8; for the report's before/after pictures
 SampleSink = Callable[[Face, np.ndarray, np.ndarray], None]
@@ -51,16 +51,26 @@ class FaceRestoreStage:
     def _nearest_references(self, jobs: list, refs: dict[str, Reference]) -> None:
         """Each face given a reference at planning (nearest in pose) takes its person's reference
         nearest in appearance to its own crop, among those planning allowed it (sharper enough,
-        not itself): only here is the crop at hand."""
+        not itself): only here is the crop at hand. A restorer that ranks references
+        (``pick_reference``) then chooses among the ``references.compare`` nearest."""
         by_person: dict[int, list[Reference]] = {}
         for r in refs.values():
             by_person.setdefault(r.identity, []).append(r)
+        pick_among = getattr(self.restorer, "pick_reference", None)
         for _, face, _, crop in jobs:
-            if face.reference in refs:
-                mine = by_person[refs[face.reference].identity]
-                pick = choose_reference(face, mine, self.cfg.references.min_gain, crop) if len(mine) > 1 else None
-                if pick is not None:
-                    face.reference = pick.ref_id
+            if face.reference not in refs:
+                continue
+            mine = by_person[refs[face.reference].identity]
+            if len(mine) < 2:
+                continue
+            ranked = rank_references(face, mine, self.cfg.references.min_gain, crop)[: self.cfg.references.compare]
+            i = 0
+            if len(ranked) > 1 and pick_among is not None:
+                import torch
+
+                i = pick_among(bgr_to_tensor([crop]), torch.cat([self._ref_tensor(r) for r in ranked]))
+            if ranked:
+                face.reference = ranked[i].ref_id
 
     def run(self, images: list[np.ndarray], faces: list[list[Face]], refs: dict[str, Reference],
             sample: SampleSink | None = None, enlarged: list[np.ndarray] | None = None) -> list[np.ndarray]:
