@@ -76,9 +76,12 @@ def _restore_until_it_writes(tmp_path: Path) -> tuple[subprocess.Popen, Path, Pa
     tmp.mkdir()
     write_video(FaceScene(persons=("t1_2",), size=(320, 256), face_px=110), clip, 72)
     env = {**os.environ, "TMPDIR": str(tmp)}
+    # a test run started in the background of a non-interactive shell ignores SIGINT, and a child
+    # inherits that (it would then restore to the end): the child gets the default back
     proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "restore", str(clip), "-o", str(tmp_path / "out"),
                              "--set", "restore.crop_size=256"], env=env, stderr=subprocess.PIPE, text=True,
-                            cwd=Path(__file__).resolve().parents[1])
+                            cwd=Path(__file__).resolve().parents[1],
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     for line in proc.stderr:  # progress lines: stop once the restore pass runs
         lines.append(line)
