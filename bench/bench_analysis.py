@@ -16,7 +16,8 @@ per-frame face found at the same box with the same landmarks, none more), the tr
 identities the same (matched faces grouped alike, up to naming) and the references the same
 (the frames each person's references were cut from; "near": each within NEAR_FRAMES frames of
 one of the per-frame path's; where they differ, the mean quality of the fast run's references
-over the per-frame path's, both as the per-frame path measured them).
+over the per-frame path's, both as the per-frame path measured them), and whether each person's
+best reference of the per-frame path is among the fast run's (within NEAR_FRAMES frames).
 
 The film projection: a 100-minute 24 fps film (144,000 frames) at the mean frames/s of the clips
 of 720 px or more, on 2 cores, and on a 16-core node with one single-threaded analysis actor a
@@ -64,7 +65,8 @@ def run(path: str, sets: list[str], frames: int) -> dict:
     people = plan_video(a, cfg, look_again(path, info, lambda: analyzer, cfg))
     seconds = time.perf_counter() - t
     refs = {i.id: sorted(r.frame for r in i.references) for i in people}
-    return {"a": a, "s": seconds, "people": people, "refs": refs, "height": info.height}
+    best = {i.id: min(i.references, key=lambda r: r.rank).frame for i in people if i.references}
+    return {"a": a, "s": seconds, "people": people, "refs": refs, "best": best, "height": info.height}
 
 
 def confirm(path: str, faces: list, frames: int) -> set[int]:
@@ -115,6 +117,11 @@ def compare(ref: dict, fast: dict, faces: set[int] | None = None) -> dict:
     near_refs = same_people and all(
         _near(ref["refs"].get(i, []), fast["refs"].get(next(iter(fwd[i])), []))
         for i in ref["refs"] if i in fwd)
+    # each person's best reference of the per-frame path is among the fast run's (within
+    # NEAR_FRAMES): the restore stage picks a face's reference among them
+    best_kept = same_people and all(
+        any(abs(b - k) <= NEAR_FRAMES for k in fast["refs"].get(next(iter(fwd[i])), []))
+        for i, b in ref["best"].items() if i in fwd)
     # the quality (as the per-frame path measured it) of the fast run's references over that of
     # the per-frame path's own, per person: near-equal candidates swap places on landmark noise
     quality = {(f.identity, f.frame): f.quality for f in ref["a"].faces}
@@ -128,7 +135,7 @@ def compare(ref: dict, fast: dict, faces: set[int] | None = None) -> dict:
             "recall_faces": len(found & faces) / max(len(faces), 1) if faces is not None else float("nan"),
             "lm_err": float(np.mean(err)) if err else float("nan"),
             "same_tracks": same_tracks, "same_people": same_people, "same_refs": same_refs,
-            "near_refs": near_refs, "ref_quality": min(ratios, default=float("nan")),
+            "near_refs": near_refs, "best_kept": best_kept, "ref_quality": min(ratios, default=float("nan")),
             "same_faces": n == len(fast["a"].faces) == len(pairs) and not any(err)}
 
 
@@ -170,7 +177,7 @@ def main() -> None:
         sys.exit(f"no clip given and none found in {real_data_root() / 'videos'}")
     print(f"fast run: {' '.join(args.set) or 'the defaults'}; {args.frames} frames a clip")
     print(f"{'clip':44} {'px':>5} {'fps 1':>6} {'fps':>6} {'x':>5} {'recall':>6} {'faces':>6} {'lm %':>5} "
-          f"{'embedded':>9} {'people':>7} same faces/tracks/ids/refs")
+          f"{'embedded':>9} {'people':>7} same faces/tracks/ids/refs/best ref kept")
     rows = []
     for path in clips:
         ref, fast = run(path, PER_FRAME, args.frames), run(path, args.set, args.frames)
@@ -183,7 +190,7 @@ def main() -> None:
         print(f"{row['clip'][-44:]:44} {row['height']:5d} {row['fps1']:6.2f} {row['fps']:6.2f} "
               f"{row['fps'] / row['fps1']:5.2f} {c['recall']:6.3f} {c['recall_faces']:6.3f} {c['lm_err']:5.2f} "
               f"{fast['a'].embedded:4d}/{len(fast['a'].faces):<4d} {len(ref['people']):3d}/{len(fast['people']):<3d} "
-              f"{'/'.join('yes' if c[k] else 'NO' for k in ('same_faces', 'same_tracks', 'same_people', 'same_refs'))}"
+              f"{'/'.join('yes' if c[k] else 'NO' for k in ('same_faces', 'same_tracks', 'same_people', 'same_refs', 'best_kept'))}"
               f"{refs}", flush=True)
     speed = [r["fps"] / r["fps1"] for r in rows]
     print(f"speed-up mean x{np.mean(speed):.2f} (least x{min(speed):.2f}); recall mean "
@@ -195,7 +202,8 @@ def main() -> None:
           f"same identities {sum(r['same_people'] for r in rows)}/{len(rows)}, "
           f"same references {sum(r['same_refs'] for r in rows)}/{len(rows)} "
           f"(within {NEAR_FRAMES} frames {sum(r['near_refs'] for r in rows)}/{len(rows)}; where they "
-          f"differ, their quality x{np.nanmin([r['ref_quality'] for r in rows]):.3f} at least)")
+          f"differ, their quality x{np.nanmin([r['ref_quality'] for r in rows]):.3f} at least), "
+          f"each person's best reference kept {sum(r['best_kept'] for r in rows)}/{len(rows)}")
     big = [r for r in rows if r["height"] >= 720] or rows
     for key, name in (("fps1", "per-frame"), ("fps", "fast")):
         fps = float(np.mean([r[key] for r in big]))

@@ -73,6 +73,26 @@ def test_candidate_pool_keeps_the_best_per_group():
     assert len(pool.candidates()) == 3
 
 
+def _windowed(cands: list[Candidate]) -> list[int]:
+    pool = CandidatePool(2, window=10)
+    for c in cands:
+        if pool.would_keep(c.face.track, c.face.quality, c.face.frame):
+            pool.offer(c.face.track, c)
+    return sorted(c.face.frame for c in pool.candidates())
+
+
+def test_the_pool_keeps_other_moments_of_a_track_whatever_the_order():
+    """A track's sharpest moment (frames 20-23) gives its best crops; with windows of 10 frames
+    the pool also keeps the best of the 2 windows whose best is best: frame 5 (window 0, 0.6)
+    and frame 21 (window 2); window 1's best (0.55) and the rest of window 0 are dropped."""
+    quality = {1: 0.3, 5: 0.6, 8: 0.5, 12: 0.55, 20: 0.8, 21: 0.9, 22: 0.85, 23: 0.7}
+    cands = [_cand(f, q, 0, seed=f) for f, q in quality.items()]
+    assert _windowed(cands) == [5, 21, 22]
+    rng = np.random.default_rng(0)
+    for _ in range(20):  # what the segments' pools merge into is what one pass keeps
+        assert _windowed([cands[i] for i in rng.permutation(len(cands))]) == [5, 21, 22]
+
+
 def _ref(ref_id: str, crop: np.ndarray, yaw: float) -> Reference:
     return Reference(ref_id=ref_id, identity=0, rank=int(ref_id[-1]), frame=100 + int(ref_id[-1]), pts=None,
                      source="", quality=0.9, yaw=yaw, pitch=0.0, crop=crop, quality_parts={"sharpness": 0.9})

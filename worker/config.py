@@ -80,7 +80,7 @@ class ReferenceConfig:
     # references kept per identity: each face is restored with the one nearest its own look
     # (worker.stages.restore), so more of them, near-duplicates aside, give closer matches
     top_k: int = 8
-    candidates_per_track: int = 8  # best aligned crops kept per track during analysis (0.75 MiB each at 512 px)
+    candidates_per_track: int = 8  # best crops kept per track while analysing, as many again from other moments (0.75 MiB each at 512 px)
     min_gain: float = 1.15  # sharpness of a reference over the faces it serves (and a quarter of its person's)
     min_face_px: int = 32  # floor: under this a crop is upsampled >16x to 512 px, no detail left
     max_yaw: float = 60.0  # floor, degrees: beyond, half the face is hidden from frontal targets

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 
+from refstar import guided
 from refstar.align import estimate_affine, face_mask, transform_points, warp_face
 from refstar.degradations import DegradationParams, clean, degrade
 from refstar.errors import ModelError
-from refstar import guided
 from refstar.guided import GuidedRestorer
 from refstar.metrics import psnr
 from refstar.restorer import (

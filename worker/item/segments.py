@@ -20,7 +20,7 @@ from worker.media.video import VideoInfo, VideoRewriter
 from worker.outputs.report import WHOLE, frame_views, thumbnails
 from worker.records import Face, Frame, Reference
 from worker.stages.analyse import Analysis, analyse_video
-from worker.stages.references import CandidatePool
+from worker.stages.references import CandidatePool, reference_pool
 from worker.stages.restore import FaceRestoreStage, restore_stream
 from worker.stages.track import ShotCutDetector, TrackSummary, iou
 
@@ -88,7 +88,7 @@ def merge_analyses(parts: list[SegmentAnalysis], cfg: Config) -> Analysis:
     # renumber: a track's id is its rank of first appearance, as Tracker._next_id hands them out
     ids: dict[tuple[int, int], int] = {}
     sums: dict[int, np.ndarray] = {}
-    pool = CandidatePool(cfg.references.candidates_per_track)
+    pool = reference_pool(cfg.references)
     adapt = CandidatePool(cfg.restore.adapt_crops_per_track) if parts and parts[0].analysis.adapt_pool else None
     for s, part in enumerate(parts):
         for face in part.analysis.faces:

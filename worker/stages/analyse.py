@@ -24,7 +24,7 @@ from worker.media.video import VideoInfo, iter_frames
 from worker.progress import Progress
 from worker.records import Face, Frame, ItemError
 from worker.stages.quality import face_quality, head_pose
-from worker.stages.references import Candidate, CandidatePool
+from worker.stages.references import Candidate, CandidatePool, reference_pool
 from worker.stages.track import ShotCutDetector, Tracker, TrackSummary, iou, look
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ def analyse_video(path: str, info: VideoInfo, analyzer: FaceAnalyzer, cfg: Confi
 
     ``frames`` defaults to decoding ``path``; a caller may pass a segment of it instead.
     ``then``: restore seconds per analysis second, for the item ETA on the progress line."""
-    out = Analysis(pool=CandidatePool(cfg.references.candidates_per_track))
+    out = Analysis(pool=reference_pool(cfg.references))
     r = cfg.restore
     if r.adapts:
         out.adapt_pool = CandidatePool(r.adapt_crops_per_track)
@@ -232,7 +232,7 @@ def analyse_video(path: str, info: VideoInfo, analyzer: FaceAnalyzer, cfg: Confi
             for face in faces:
                 face.frame, face.pts = frame.index, frame.pts
                 crop = measure(frame.image, face, cfg)
-                if out.pool.would_keep(face.track, face.quality):
+                if out.pool.would_keep(face.track, face.quality, face.frame):
                     out.pool.offer(face.track, Candidate(face, crop))
                 if out.adapt_pool and out.adapt_pool.would_keep(face.track, face.quality):
                     small = cv2.resize(crop, (r.adapt_size, r.adapt_size), interpolation=cv2.INTER_AREA)

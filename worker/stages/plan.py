@@ -10,14 +10,14 @@ from collections.abc import Callable
 
 import numpy as np
 
-from worker.config import Config
+from worker.config import Config, ReferenceConfig
 from worker.records import Face, Identity, ItemResult, Reference
 from worker.stages.analyse import Analysis
 from worker.stages.identity import assign, centroids, cluster
 from worker.stages.references import (
     Candidate,
-    CandidatePool,
     choose_reference,
+    reference_pool,
     select_references,
     sharpness_of,
 )
@@ -133,7 +133,7 @@ def _look_again(people: list[tuple[Identity, list[Candidate], list[float]]], ana
         fresh = {id(c.face): c for c in look_again(todo)}
         people = [(ident, _best_per_track([fresh.pop(id(c.face), c) for c in cands]
                                           + [c for c in fresh.values() if c.face.identity == ident.id],
-                                          cfg.references.candidates_per_track), sharp)
+                                          cfg.references), sharp)
                   for ident, cands, sharp in people]
         todo = []
         for ident, cands, sharp in people:
@@ -144,9 +144,9 @@ def _look_again(people: list[tuple[Identity, list[Candidate], list[float]]], ana
     return people
 
 
-def _best_per_track(cands: list[Candidate], k: int) -> list[Candidate]:
-    """The ``k`` best of each track's candidates, as the analysis's pool keeps them."""
-    pool = CandidatePool(k)
+def _best_per_track(cands: list[Candidate], cfg: ReferenceConfig) -> list[Candidate]:
+    """Each track's candidates as the analysis's pool keeps them."""
+    pool = reference_pool(cfg)
     for c in cands:
         pool.offer(c.face.track, c)
     return pool.candidates()

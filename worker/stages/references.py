@@ -31,18 +31,39 @@ class Candidate:
     origin: str = ""  # "library" for a reference library's photo; "" for the item's own faces
 
 
-class CandidatePool:
-    """Keeps the best ``k`` candidates per group (a video track) by quality, bounded in memory."""
+# A talking head's sharpest moment gives the best crops of its track: with only the k best by
+# quality kept, LivePortrait d6 (one 45-frame track) kept 8 near-duplicates of one expression
+# and ended with a single reference. The pool also keeps the best crop of each of the k best
+# windows of this many frames (half a second at 24 fps): other moments, other expressions.
+CANDIDATE_WINDOW = 12
 
-    def __init__(self, k: int):
+
+class CandidatePool:
+    """Keeps, per group (a video track), the best ``k`` candidates by quality and, with
+    ``window`` > 0, the best candidate of each of the ``k`` windows of ``window`` frames whose
+    best is best: at most 2 ``k`` per group, bounded in memory. What is kept depends only on
+    the candidates offered, not on their order (segments' pools merge into the one pass's)."""
+
+    def __init__(self, k: int, window: int = 0):
         self.k = k
+        self.window = window
         self._heaps: dict[int, list[tuple[float, int, Candidate]]] = {}
+        self._best: dict[int, dict[int, tuple[float, int, Candidate]]] = {}  # group -> window -> best
         self._tick = 0
 
-    def would_keep(self, group: int, quality: float) -> bool:
-        """Cheap check before the crop is cut: is there room, or is this better than the worst?"""
+    def would_keep(self, group: int, quality: float, frame: int | None = None) -> bool:
+        """Cheap check before the crop is cut: is there room, or is this better than the worst
+        (of the group, or with ``frame``, of its window's best)?"""
         heap = self._heaps.get(group, [])
-        return len(heap) < self.k or quality > heap[0][0]
+        if len(heap) < self.k or quality > heap[0][0]:
+            return True
+        if not self.window or frame is None:
+            return False
+        best = self._best.get(group, {})
+        mine = best.get(frame // self.window)
+        if mine is not None:
+            return quality > mine[0]
+        return len(best) < self.k or quality > min(b[0] for b in best.values())
 
     def offer(self, group: int, cand: Candidate) -> None:
         heap = self._heaps.setdefault(group, [])
@@ -52,10 +73,26 @@ class CandidatePool:
             heapq.heappush(heap, item)
         elif item[0] > heap[0][0]:
             heapq.heapreplace(heap, item)
+        if self.window:
+            best = self._best.setdefault(group, {})
+            w = cand.face.frame // self.window
+            if w not in best or item[0] > best[w][0]:
+                best[w] = item
+                if len(best) > self.k:
+                    del best[min(best, key=lambda x: best[x][:2])]
 
     def candidates(self, groups: list[int] | None = None) -> list[Candidate]:
         keys = self._heaps if groups is None else [g for g in groups if g in self._heaps]
-        return [c for g in keys for _, _, c in self._heaps[g]]
+        out: dict[int, Candidate] = {}
+        for g in keys:
+            for _, _, c in [*self._heaps[g], *self._best.get(g, {}).values()]:
+                out.setdefault(id(c), c)
+        return list(out.values())
+
+
+def reference_pool(cfg: ReferenceConfig) -> CandidatePool:
+    """The pool that keeps a video's reference candidates (analysis, segments, looking again)."""
+    return CandidatePool(cfg.candidates_per_track, CANDIDATE_WINDOW)
 
 
 def _pose_gap(a: Face | Reference, b: Face | Reference) -> float:
