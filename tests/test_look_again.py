@@ -14,6 +14,7 @@ from worker.item.pipeline import Engine
 from worker.media.video import iter_frames, probe_video
 from worker.stages.analyse import analyse_video, look_again
 from worker.stages.plan import LOOK_AGAIN_MAX, LOOK_AGAIN_SHARE, plan_video
+from worker.stages.references import CANDIDATE_WINDOW
 from worker.stages.track import iou
 from worker.synthetic import FaceScene, write_video
 
@@ -56,6 +57,10 @@ def test_faces_measured_between_detections_are_measured_as_the_per_frame_path_do
     assert asked and len(asked) <= max(LOOK_AGAIN_MAX, round(LOOK_AGAIN_SHARE * fast.detector_frames))
     assert all(frame not in fast.searched for frame, _, _ in asked)
     assert {c.face.identity for c in given} == {0, 1}  # each person's best before anyone's second
+    # and the best of every window of each track before any window's second (by quality alone:
+    # 5 of the 8 windows)
+    assert {(t, f // CANDIDATE_WINDOW) for f, t, _ in asked} == {
+        (f.track, f.frame // CANDIDATE_WINDOW) for f in fast.faces if f.frame not in fast.searched}
     before = {(frame, track): q for frame, track, q in asked}
     differed = 0
     for c in given:

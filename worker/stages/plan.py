@@ -15,6 +15,7 @@ from worker.records import Face, Identity, ItemResult, Reference
 from worker.stages.analyse import Analysis
 from worker.stages.identity import assign, centroids, cluster
 from worker.stages.references import (
+    CANDIDATE_WINDOW,
     Candidate,
     choose_reference,
     reference_pool,
@@ -123,6 +124,15 @@ def _look_again(people: list[tuple[Identity, list[Candidate], list[float]]], ana
         if refs:
             floor = (1 - LOOK_AGAIN_MARGIN) * min(r.quality for r in refs)
             near = sorted((f for f in unsearched[ident.id] if f.quality >= floor), key=lambda f: -f.quality)
+            # the best of each of the pool's windows first, then the second best...: a follow's
+            # measure is noisy, and the pool keeps other moments than the sharpest too
+            seen: dict[tuple[int, int], int] = defaultdict(int)
+            order = []
+            for f in near:
+                key = (f.track, f.frame // CANDIDATE_WINDOW)
+                order.append((seen[key], -f.quality, f))
+                seen[key] += 1
+            near = [f for *_, f in sorted(order, key=lambda o: o[:2])]
             ranked += [(k, -f.quality, ident.id, f) for k, f in enumerate(near[:LOOK_AGAIN_MAX])]
     ranked.sort(key=lambda r: r[:3])
     budget = max(LOOK_AGAIN_MAX, round(LOOK_AGAIN_SHARE * analysis.detector_frames))
