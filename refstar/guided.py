@@ -15,7 +15,9 @@ Per aligned crop (the input ``lq`` and the reference are aligned to the same lan
    blurring the output gives back the (denoised) input: the output never contradicts the input.
    Where the reference was selected on a face that lost most of its detail, both the transferred
    band and ``H`` reach ``WIDE`` times coarser: noise, JPEG blocks and aliasing sit in the band
-   just above the blur, and the input is trusted only below it.
+   just above the blur, and the input is trusted only below it; not when the reference needs
+   more blur to match than the input's own softness implies (``MISMATCH``): its band above the
+   blur is other detail, not the input's lost detail.
 4. **Do no harm.** The selection mask is scaled, per pixel, by the share of the reference's fine
    detail the (denoised) input lost there (``lost_map``), up to the whole mask for a face that
    lost most of it (``LOST_RAMP``): a barely degraded face still holds its own detail, and
@@ -82,6 +84,15 @@ WIDE = 6.0
 # x4 +3.02 -> +3.15 (worst +1.50 -> +1.52); x8 (5 clips) +3.27 -> +3.36, where without the limit
 # one clip lost 0.36 dB.
 PICK_MAX_BLUR = 4.5 / 512
+# The wide band stays off where the reference matches the input only at more than MISMATCH times
+# the blur their own softness implies (``edge_blur``: sqrt(input^2 - reference^2)), below
+# PICK_MAX_BLUR: such a reference has other fine detail than the face (another expression, or
+# sharper than the face ever was) and its band above the blur replaces detail the face still has.
+# Measured on 512 px crops of ten dev clips (15 faces each, guided's pick): x2 +1.06 -> +1.10 dB
+# (SadTalker AOC +0.26 -> +0.57), x4 and x8 unchanged (+3.16, +3.86); 1.3-1.5 all gave +1.10,
+# and without the PICK_MAX_BLUR limit x8 lost 0.04-0.08 dB (noise and JPEG fool edge_blur there).
+MISMATCH = 1.4
+REBLUR = 2.0  # edge_blur's known extra blur, px at WORK_SIZE
 
 
 class Selection(NamedTuple):
@@ -190,6 +201,24 @@ def lost_map(x: np.ndarray, ref_w: np.ndarray, sigma: float) -> np.ndarray:
     return np.clip(1.0 - e_in / (e_ref + 1e-6), 0.0, 1.0)
 
 
+def edge_blur(y: np.ndarray) -> float:
+    """Blind estimate of how blurred luma ``y`` (S, S) is, px of the crop: the Gaussian sigma of
+    its strongest edges in the face region, from how much their gradient falls when blurred
+    again by a known REBLUR (an edge of blur b: by sqrt(b^2 + REBLUR^2) / b)."""
+    s = y.shape[0]
+    n = min(s, WORK_SIZE)
+    small = y if n == s else cv2.resize(y, (n, n), interpolation=cv2.INTER_AREA)
+
+    def grad(z: np.ndarray) -> np.ndarray:
+        return np.hypot(cv2.Sobel(z, cv2.CV_32F, 1, 0), cv2.Sobel(z, cv2.CV_32F, 0, 1))
+
+    face = _prior(n) > 0.5
+    g0, g1 = grad(small), grad(_g(small, REBLUR))
+    strong = face & (g0 > np.percentile(g0[face], 90))
+    r = float(np.median(g0[strong] / (g1[strong] + 1e-6)))
+    return REBLUR / float(np.sqrt(max(r * r - 1.0, 1e-3))) * s / n
+
+
 def face_mean(m: np.ndarray) -> float:
     """An (S, S) map averaged with the face prior."""
     prior = _prior(m.shape[0])
@@ -268,6 +297,10 @@ class GuidedRestorer:
                 mask = mask * np.maximum(lost, whole)
                 sigma = sigma_r
                 wide = sigma_r * (1.0 + (WIDE - 1.0) * whole)
+                if sigma_r <= PICK_MAX_BLUR * s:
+                    implied = np.sqrt(max(edge_blur(lq_y) ** 2 - edge_blur(_luma(ref)) ** 2, 0.0))
+                    if sigma_r > MISMATCH * max(implied, 0.3 * s / 512):
+                        wide = sigma_r
                 ref_wy = _luma(ref_w)
                 # lighting: scale the reference's band to the input's local brightness
                 gain = np.clip((_g(lq_y, s / 32) + 0.02) / (_g(ref_wy, s / 32) + 0.02), 0.5, 2.0)
