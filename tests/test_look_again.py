@@ -75,18 +75,25 @@ def test_faces_measured_between_detections_are_measured_as_the_per_frame_path_do
 
 @pytest.mark.slow
 def test_the_fast_settings_pick_the_per_frame_paths_references_on_a_real_talking_head(real_data):
-    """LivePortrait d11: the per-frame path takes frame 124 (quality 0.0214, frame 120 0.0208);
-    measured between detections, 120 came out ahead (0.0213 against 0.0208)."""
+    """LivePortrait d11: the per-frame path takes frame 120 (quality 0.0196; 112 0.0182, 124
+    0.0178), and so do the fast settings. Faces measured between detections come out within a
+    few percent of the per-frame measure (120: 0.0197): when sharpness resampled the crop to the
+    face's size, a landmark shift swung it by up to half and the two paths took 120 and 124 in
+    opposite order."""
     path = real_data / "videos" / "LivePortrait__driving_d11.mp4"
     if not path.exists():
         pytest.skip(f"{path} is absent")
     one = ["references.top_k=1"]  # the best one: the others are near it in frames and quality
-    _, ref, _, _ = _plan(path, one, again=True, frames=130)
+    a, ref, _, _ = _plan(path, one, again=True, frames=130)
     _, fast, asked, _ = _plan(path, FAST + one, again=True, frames=130)
     assert 2 <= len(asked) <= LOOK_AGAIN_MAX
-    assert [sorted(r.frame for r in i.references) for i in ref] == [[124]]
-    assert [sorted(r.frame for r in i.references) for i in fast] == [[124]]
+    assert [sorted(r.frame for r in i.references) for i in ref] == [[120]]
+    assert [sorted(r.frame for r in i.references) for i in fast] == [[120]]
     np.testing.assert_array_equal(fast[0].references[0].crop, ref[0].references[0].crop)
+    per_frame = {f.frame: f.quality for f in a.faces}
+    top = sorted(per_frame, key=lambda k: -per_frame[k])[:6]
+    followed = [(q, per_frame[k]) for k, _, q in asked if k in top]
+    assert len(followed) >= 3 and all(abs(q / p - 1) < 0.05 for q, p in followed)
 
 
 def test_a_video_that_cannot_be_read_again_keeps_the_analysis_measures(clip, tmp_path, caplog):
