@@ -63,3 +63,18 @@ def test_people_share_the_best_references_of_all_their_appearances():
     assert a.references[0].crop.shape == (64, 64, 3) and b.references[1].crop.shape == (128, 128, 3)
     assert a.person == b.person != c.person
     assert [(r.quality, r.origin) for r in c.references] == [(0.7, "")]  # alone: unchanged
+
+
+def test_a_member_sharp_throughout_lends_its_spare_faces():
+    """A clip sharp in every frame has no face clearly sharper than its others, so no reference
+    of its own (``why_no_reference``); its best faces, kept as ``spare``, become the references
+    of the same person's soft clip."""
+    cfg = ReferenceConfig(top_k=2, min_pose_gap=0.0, min_crop_dist=0.0)
+    sharp = ident(0, "ann")
+    sharp.spare, sharp.why_no_reference = [ref(0, 0.6, 0, 1)], "no face is 1.15x sharper ..."
+    soft = ident(1, "ann", refs=[ref(1, 0.05, 0, 2)])
+    items = {"sharp": [sharp], "soft": [soft]}
+    share_references(items, link(items, 0.1), cfg)
+    assert [(r.quality, r.origin) for r in soft.references] == [(0.6, "sharp"), (0.05, "")]
+    assert [(r.quality, r.origin) for r in sharp.references] == [(0.6, ""), (0.05, "soft")]
+    assert sharp.why_no_reference == ""

@@ -89,6 +89,10 @@ class Identity:
     references: list[Reference] = field(default_factory=list)
     person: str = ""  # archive-wide person id when the job links identities across items
     why_no_reference: str = ""  # when ``references`` is empty: why none of the faces qualified
+    # linked items only (identity.link_archive): when no face is clearly sharper than this
+    # person's others here (a clip sharp throughout), their best faces all the same; they serve
+    # no face of this item, but a linked item's softer faces (worker.collection.archive_identity)
+    spare: list[Reference] = field(default_factory=list)
     name: str = ""  # the reference library's name for this person, when one matched
 
 

@@ -68,12 +68,14 @@ def link(identities: dict[str, list[Identity]], max_dist: float) -> list[Person]
 def share_references(identities: dict[str, list[Identity]], persons: list[Person], cfg: ReferenceConfig,
                      crop_size: dict[str, int] | None = None) -> None:
     """Give every identity its person's id and the person's best references, chosen from the
-    references of all its members; a reference from another item keeps that item's id in
-    ``origin`` and is resized to this item's crop size when it differs."""
+    references of all its members (or their ``spare`` faces: a member sharp throughout has no
+    face clearly sharper than its others, yet its faces are the best references of a soft
+    member); a reference from another item keeps that item's id in ``origin`` and is resized to
+    this item's crop size when it differs."""
     by_key = {(item, ident.id): ident for item in identities for ident in identities[item]}
     for person in persons:
-        pooled = [dataclasses.replace(r, origin=r.origin or item)
-                  for item, iid in person.members for r in by_key[(item, iid)].references]
+        pooled = [dataclasses.replace(r, origin=r.origin or item) for item, iid in person.members
+                  for r in by_key[(item, iid)].references or by_key[(item, iid)].spare]
         for item, iid in person.members:
             ident = by_key[(item, iid)]
             ident.person = person.id

@@ -175,6 +175,8 @@ def with_references(people: list[tuple[Identity, list[Candidate], list[float]]],
         lib = named.get(k)
         ident.references, ident.why_no_reference = select_references(
             ident.id, cands + (lib.candidates if lib else []), cfg.references, sharp)
+        if cfg.identity.link_archive and not ident.references:
+            ident.spare = select_references(ident.id, cands, cfg.references)[0]
         ident.name = lib.name if lib else ""
         out.append(ident)
     return out
