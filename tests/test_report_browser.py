@@ -20,7 +20,7 @@ import cv2
 import pytest
 
 from worker.cli import main
-from worker.synthetic import FaceScene, write_video
+from worker.synthetic import FaceScene, degrade, write_video
 
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -44,15 +44,18 @@ def browser():
 
 @pytest.fixture(scope="module")
 def output(tmp_path_factory):
-    """A video (two people, its middle third degraded) and a two-photo album restored into one
-    output by the CLI, served over HTTP: (root folder, base URL)."""
+    """A video (two people, its middle third degraded) and an album of one person (two soft
+    photos and a sharp one, whose face is their reference and, the sharpest, is left as it is)
+    restored into one output by the CLI, served over HTTP: (root folder, base URL)."""
     d = tmp_path_factory.mktemp("in")
     scene = FaceScene(persons=("t1_2", "hanks"), size=(320, 224), face_px=96)
     write_video(scene, d / "two_people.mp4", 18, degrade=set(range(6, 12)))
     album = d / "album"
     album.mkdir()
-    for k in range(2):
-        cv2.imwrite(str(album / f"p{k}.jpg"), FaceScene(persons=("t1_2",), size=(320, 256), face_px=110).render(k))
+    for k in range(3):
+        photo = FaceScene(persons=("t1_2",), size=(320, 256), face_px=110).render(k)
+        soft = degrade(photo, seed=k, sigma=1.5, scale=2, noise=2, jpeg=70)
+        cv2.imwrite(str(album / f"p{k}.jpg"), soft if k < 2 else photo)
     out = tmp_path_factory.mktemp("out")
     assert main(["restore", str(d / "two_people.mp4"), str(album), "-o", str(out), "-q",
                  "--set", "restore.crop_size=256"]) == 0
@@ -167,7 +170,7 @@ def test_album_report_shows_each_photo_whole(browser, output):
     page, problems = _open(browser, f"{base}/{item.name}/report.html", _shots(out) / "report-album.png")
     assert problems == [] and _broken_images(page) == []
     captions = page.locator("figure.frame figcaption").all_inner_texts()
-    assert sorted(captions) == ["p0.jpg", "p1.jpg"]
+    assert sorted(captions) == ["p0.jpg", "p1.jpg"]  # p2's face, the reference, is left as it is
     page.close()
 
 
