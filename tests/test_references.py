@@ -1,8 +1,16 @@
+import dataclasses
+
 import numpy as np
 
 from worker.config import ReferenceConfig
 from worker.records import Face, Reference
-from worker.stages.references import Candidate, CandidatePool, choose_reference, select_references
+from worker.stages.references import (
+    Candidate,
+    CandidatePool,
+    choose_reference,
+    pool_references,
+    select_references,
+)
 
 
 def _cand(frame, quality, yaw, seed, size=200.0):
@@ -24,6 +32,21 @@ def test_best_first_diverse_in_pose_no_duplicates():
     refs, why = select_references(7, [dup, near_pose, side, tiny, away, base], ReferenceConfig(top_k=3))
     assert [r.frame for r in refs] == [0, 3, 2]  # pose-diverse first, then fill by quality
     assert [r.ref_id for r in refs] == ["7/0", "7/1", "7/2"] and why == ""
+
+
+def test_references_come_from_other_moments_before_more_of_the_same_one():
+    """The sharp frames of a clip come in runs: one frontal head sharp at frames 0-3 and 41-42
+    and, less, at 18 (windows of 12 frames: 0, 3 and 1). By rank alone the four references would
+    be 0, 42, 1, 41: two moments; the moment pass takes 18 before a second face of either."""
+    quality = {0: 0.9, 42: 0.89, 1: 0.88, 41: 0.87, 2: 0.86, 3: 0.85, 18: 0.6, 30: 0.05}
+    cands = [_cand(f, q, 0, seed=f) for f, q in quality.items()]
+    refs, _ = select_references(0, cands, ReferenceConfig(top_k=4), person_sharpness=[0.05] * 20)
+    assert [r.frame for r in refs] == [0, 42, 18, 1]
+    # pooling the references of several files: frame 0 of another file is another moment
+    a0, a1, b0 = (dataclasses.replace(r, source=src, frame=f, quality=q) for r, src, f, q in
+                  zip(refs[:3], ("a.mp4", "a.mp4", "b.mp4"), (0, 1, 0), (0.9, 0.85, 0.7), strict=True))
+    pooled = pool_references(5, [a1, b0, a0], ReferenceConfig(top_k=2))
+    assert [(r.source, r.frame, r.ref_id) for r in pooled] == [("a.mp4", 0, "5/0"), ("b.mp4", 0, "5/1")]
 
 
 def test_a_person_whose_faces_all_score_low_still_gets_references():

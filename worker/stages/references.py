@@ -4,9 +4,9 @@ Decided from the person's own faces, not from numbers tuned on a few clips: a ca
 ``min_gain`` times sharper than the lower quartile of its person's faces (there must be faces it
 can serve), and a face is restored with a reference only when that reference is ``min_gain``
 times sharper than the face itself. Absolute floors only reject crops that can help no face
-(``floor_reason``). The qualified candidates are ranked by quality and kept diverse: a new
-reference must differ in pose from those already chosen and must not be a near-duplicate crop
-of one of them. When a person gets none, ``select_references`` says why.
+(``floor_reason``). The qualified candidates are ranked by quality and kept diverse: new
+references are taken first where they differ in pose from those already chosen, then where they
+come from another moment of the clip, and never as a near-duplicate crop of one of them. When a person gets none, ``select_references`` says why.
 """
 
 from __future__ import annotations
@@ -109,22 +109,38 @@ def _crop_dist(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(small(a).astype(np.float32) - small(b).astype(np.float32)).mean() / 255)
 
 
-def _diverse(ranked: list, cfg: ReferenceConfig, pose_of, crop_of) -> list:
-    """Up to ``cfg.top_k`` of ``ranked`` (best first): first pass each new one at least
-    ``min_pose_gap`` degrees from the chosen ones, second pass by rank alone; both refuse crops
-    within ``min_crop_dist`` of a chosen one."""
+def _moment(x: Face | Reference) -> tuple[str, int]:
+    """The moment a face or reference comes from: its file and its window of frames."""
+    return x.source, x.frame // CANDIDATE_WINDOW
+
+
+def _diverse(ranked: list, cfg: ReferenceConfig, face_of, crop_of) -> list:
+    """Up to ``cfg.top_k`` of ``ranked`` (best first), in three passes: each new one at least
+    ``min_pose_gap`` degrees from the chosen ones, then each from a moment (``_moment``) none of
+    the chosen comes from, then by rank alone; every pass refuses crops within ``min_crop_dist``
+    of a chosen one.
+
+    The moment pass is there because most frames of a clip are degraded alike while its sharp
+    frames come in runs: by rank alone, video-retalking face_3 kept 8 references from two moments
+    (frames 0-6 and 41-44) and lost its only mid-clip one (frame 18), and with it 0.8-1 dB on the
+    faces around it that no longer had a reference of their expression."""
     chosen: list = []
-    for need_pose_gap in (True, False):
+    moments: set = set()
+    for rule in ("pose", "moment", "rank"):
         for cand in ranked:
             if len(chosen) >= cfg.top_k:
                 break
             if any(cand is c for c in chosen):
                 continue
-            if need_pose_gap and any(_pose_gap(pose_of(cand), pose_of(c)) < cfg.min_pose_gap for c in chosen):
+            face = face_of(cand)
+            if rule == "pose" and any(_pose_gap(face, face_of(c)) < cfg.min_pose_gap for c in chosen):
+                continue
+            if rule == "moment" and _moment(face) in moments:
                 continue
             if any(_crop_dist(crop_of(cand), crop_of(c)) < cfg.min_crop_dist for c in chosen):
                 continue
             chosen.append(cand)
+            moments.add(_moment(face))
     return chosen
 
 
