@@ -34,6 +34,9 @@ class DetectConfig:
     # several times cheaper); 1 = every detection looks for every size
     thorough_every: int = 1
     min_score: float = 0.0  # drop detections below this score (0..1)
+    # dlib: fit the 68 points again this many times from the box they imply (worker.faces.
+    # dlib_backend.box_from_68), so that they depend far less on the box the fit started from
+    landmark_refits: int = 2
     # restore a track (video) or face (photo) only when dlib's CNN detector confirms a face on
     # its aligned crop (worker.faces.verify): HOG fires on textured clothing
     verify: bool = True
@@ -246,7 +249,7 @@ FIDELITY_HELP = ("0..1 (restore.fidelity, default 1): 0 leaves every face exactl
 RANGES: dict[str, tuple[float | None, float | None]] = {
     "detect.upsample": (0, 4), "detect.stride": (1, None),
     "detect.thorough_every": (1, None), "detect.min_score": (0.0, 1.0),
-    "detect.max_side": (64, None),
+    "detect.max_side": (64, None), "detect.landmark_refits": (0, 5),
     "track.iou_min": (0.0, 1.0), "track.max_gap": (0, None), "track.cut_threshold": (0.0, 1.0),
     "track.smooth_window": (1, None), "track.embed_every": (1, None),
     "identity.min_faces": (1, None), "identity.min_track_frames": (1, None),

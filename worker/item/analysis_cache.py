@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 
 FOLDER = "_analysis"
 # bump whenever the same input and settings analyse differently (2: boxes move with the image;
-# 3: the frames the detector searched whole are kept; 4: sharpness without resampling the crop)
-VERSION = 4
+# 3: the frames the detector searched whole are kept; 4: sharpness without resampling the crop;
+# 5: the 68 points refitted from the box they imply)
+VERSION = 5
 ANALYSIS_SECTIONS = ("detect", "track", "references", "limits")
 # restore keys the analysis depends on: crop size (kept crops), and the adaptation pool
 RESTORE_KEYS = ("crop_size", "adapt_size", "adapt_crops_per_track")
