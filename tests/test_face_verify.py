@@ -23,7 +23,9 @@ from worker.synthetic import write_video
 pytestmark = pytest.mark.slow
 
 SETS = ["progress=false", "restore.crop_size=256", "output.crf=0"]
-SUIT = (90, 270, 230, 420)  # x1, y1, x2, y2 around every suit detection of the clip below
+# x1, y1, x2, y2 around every suit detection of the clip below; a followed box comes from the 68
+# points fitted on cloth, which wander (x 84 .. 206 with two refits, 94 .. 206 without)
+SUIT = (80, 270, 230, 420)
 DEGRADED = range(8, 13)
 
 

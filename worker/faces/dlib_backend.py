@@ -177,13 +177,12 @@ class DlibAnalyzer:
 
     def _shapes(self, rgb: np.ndarray, boxes) -> object:
         """The 68 points fitted in each box, then ``landmark_refits`` times again in the box they
-        imply. The fit starts from the box and ends near it: on LivePortrait d12 a mouth opening
-        on the teeth (frames 89, 90) got points that gave the aligned crop sharpness 0.053 from
-        HOG's box and 0.016 .. 0.058 from boxes within 5 % of it, and a followed face (its box
-        carried by the tracker) was measured 0.017, so the per-frame and the strided analysis
-        kept other references. Two refits took that spread to 0.017 .. 0.020 and, over 51 faces
-        of seven dev clips, the spread of the face's size 1.2 % -> 0.3 %, of its sharpness
-        3.9 % -> 2.4 % (mean)."""
+        imply (``box_from_68``). The fit starts from the box and ends near it, and a tracker's
+        box is not HOG's: the strided analysis measured a face from other points than the
+        per-frame one, and kept other references. From boxes moved by up to 5 % and scaled by
+        up to 7 % around HOG's, on 51 faces of seven dev clips, two refits took the spread of
+        the face's size from 1.2 % to 0.3 % and of its sharpness from 3.9 % to 2.4 % (means; one
+        face, whose fit has two answers, spreads more). About 3 ms a fit on a core."""
         import dlib
 
         def fit(x1: float, y1: float, x2: float, y2: float):

@@ -6,7 +6,8 @@ can serve), and a face is restored with a reference only when that reference is 
 times sharper than the face itself. Absolute floors only reject crops that can help no face
 (``floor_reason``). The qualified candidates are ranked by quality and kept diverse: new
 references are taken first where they differ in pose from those already chosen, then where they
-come from another moment of the clip, and never as a near-duplicate crop of one of them. When a person gets none, ``select_references`` says why.
+come from another moment of the clip, and never as a near-duplicate crop of one of them. When a
+person gets none, ``select_references`` says why.
 """
 
 from __future__ import annotations
