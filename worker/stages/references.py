@@ -124,7 +124,8 @@ def _diverse(ranked: list, cfg: ReferenceConfig, face_of, crop_of) -> list:
     The moment pass is there because most frames of a clip are degraded alike while its sharp
     frames come in runs: by rank alone, video-retalking face_3 kept 8 references from two moments
     (frames 0-6 and 41-44) and lost its only mid-clip one (frame 18), and with it 0.8-1 dB on the
-    faces around it that no longer had a reference of their expression."""
+    faces around it that no longer had a reference of their expression; with this pass the
+    quality suite's x2 / x4 / x8 gains there went +0.66 / +2.00 / +2.77 -> +1.53 / +3.18 / +3.85."""
     chosen: list = []
     moments: set = set()
     for rule in ("pose", "moment", "rank"):
