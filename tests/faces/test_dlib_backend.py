@@ -12,7 +12,13 @@ import pytest
 
 from worker.config import DetectConfig
 from worker.faces.base import FaceAnalyzer, make_analyzer
-from worker.faces.dlib_backend import box_from_68, kps5_from_68, margin_to_score
+from worker.faces.dlib_backend import (
+    box_from_68,
+    kps5_from_68,
+    margin_to_score,
+    points68,
+    to_dlib_rgb,
+)
 from worker.stages.track import iou
 
 IMAGES = (
@@ -169,10 +175,7 @@ def test_refitted_landmarks_depend_less_on_the_box(t1, t1_faces):
 
 
 def _points68(model, image, box) -> np.ndarray:
-    from worker.faces.dlib_backend import to_dlib_rgb
-
-    shape = model._shapes(to_dlib_rgb(image), [box])[0]
-    return np.array([(p.x, p.y) for p in shape.parts()], np.float32)
+    return points68(model._shapes(to_dlib_rgb(image), [box])[0])
 
 
 def test_min_score_filters(t1):

@@ -110,6 +110,11 @@ def kps5_from_68(points: np.ndarray) -> np.ndarray:
     ).astype(np.float32)
 
 
+def points68(shape) -> np.ndarray:
+    """(68, 2) float32 px of a dlib ``full_object_detection``."""
+    return np.array([(p.x, p.y) for p in shape.parts()], np.float32)
+
+
 def box_from_68(points: np.ndarray) -> tuple[float, float, float, float]:
     """(x1, y1, x2, y2) px: the box HOG would draw around a face with these (68, 2) points."""
     centre = points.mean(axis=0)
@@ -193,7 +198,7 @@ class DlibAnalyzer:
         for box in boxes:
             shape = fit(*box)
             for _ in range(self.cfg.landmark_refits):
-                shape = fit(*box_from_68(np.array([(p.x, p.y) for p in shape.parts()], np.float32)))
+                shape = fit(*box_from_68(points68(shape)))
             shapes.append(shape)
         return shapes
 
@@ -207,7 +212,7 @@ class DlibAnalyzer:
         descriptors = _encoder().compute_face_descriptor(rgb, shapes) if embed else [None] * len(boxes)
         faces = []
         for box, score, shape, desc in zip(boxes, scores, shapes, descriptors, strict=True):
-            pts = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+            pts = points68(shape)
             faces.append(
                 Face(
                     bbox=np.asarray(box, dtype=np.float32),
