@@ -35,6 +35,7 @@ class AdaptResult:
     identities: int
     crops: int
     losses: dict[str, float]
+    work_size: int  # px: the crop side the net learned at, and the one to restore at
 
 
 def adapt_report(
@@ -46,6 +47,7 @@ def adapt_report(
     init: str | None = None,
     seed: int = 0,
     size: int = 128,
+    native_size: int | None = None,
     batch_size: int = 4,
     lr: float = 2e-3,
     w_freq: float = 0.0,
@@ -72,7 +74,11 @@ def adapt_report(
         net = RefSTARNet(dataclasses.replace(cfg, size=size))
     # few crops, many steps: 4 draws of (reference, degradation) per crop and epoch
     n = sum(len(v) for v in crops.values())
-    data = FacePairs(crops, PairConfig(size=size, ranges=ranges, seed=seed, length=4 * n))
+    work = size
+    if native_size and native_size > size:
+        work = -(-int(native_size) // net.cfg.multiple) * net.cfg.multiple
+    data = FacePairs(crops, PairConfig(size=work, patch=size if work > size else None,
+                                       ranges=ranges, seed=seed, length=4 * n))
     tcfg = TrainConfig(max_steps=steps, time_budget_s=time_budget_s, batch_size=batch_size,
                        lr=lr, warmup_steps=min(20, max(1, steps // 10)), ema_decay=0.99,
                        log_every=max(1, steps // 10), device=device, seed=seed, w_mask=w_mask,
@@ -81,7 +87,7 @@ def adapt_report(
     losses = trainer.fit()
     ema = trainer.ema.eval()
     return ema, AdaptResult(trainer.step, steps, trainer.stop_reason() or "steps",
-                            time.perf_counter() - t0, len(crops), n, losses)
+                            time.perf_counter() - t0, len(crops), n, losses, work)
 
 
 def adapt(crops_by_identity: Mapping[int, Sequence[np.ndarray]], **kwargs) -> RefSTARNet:
@@ -92,6 +98,11 @@ def adapt(crops_by_identity: Mapping[int, Sequence[np.ndarray]], **kwargs) -> Re
     Keyword arguments are ``adapt_report``'s:
     preset: NetConfig preset when training from scratch; its ``size`` is replaced by ``size``
         (default 128 px: measured to fit 400 steps in ~2.5 min on 2 CPU cores).
+    native_size: the crop side (px) at which the faces keep their own resolution; when larger
+        than ``size`` (the checkpoint's training size with ``init``), the crops are kept at
+        that side (rounded up to the net's multiple) and the net trains on ``size`` patches of
+        them, at the same cost a step; the fully convolutional net then restores whole crops at
+        that side (``AdaptResult.work_size``), rebuilding detail finer than ``size`` can hold.
     steps / time_budget_s: the step budget, and an optional time cap (None: none); the run
         stops at whichever comes first (``AdaptResult.stopped`` says which) and the LR anneals
         over both. Steps are the budget: on a busy machine a time cap alone would silently

@@ -71,6 +71,12 @@ def affine_scale(M: np.ndarray) -> float:
     return float(np.sqrt(abs(np.linalg.det(np.asarray(M)[:, :2]))))
 
 
+def native_side(kps: np.ndarray, size: int) -> float:
+    """Side (source px) of the region a ``size`` crop of these landmarks covers: the crop side
+    at which the face keeps its own resolution, neither enlarged nor shrunk."""
+    return size / affine_scale(estimate_affine(kps, size))
+
+
 def invert_affine(M: np.ndarray) -> np.ndarray:
     """Inverse of a (2, 3) affine: crop -> source. Returns (2, 3) float64."""
     return cv2.invertAffineTransform(np.asarray(M, np.float64))

@@ -62,3 +62,45 @@ def test_a_time_capped_adaptation_says_so_on_screen_and_in_the_manifest(capsys):
     assert net is not None and info["stopped"] == "time" and info["steps"] < info["max_steps"] == 50
     assert "time cap restore.adapt_time_s=1e-06 came first" in info["stop_reason"]
     assert f"adapt: stopped at step {info['steps']} of 50" in capsys.readouterr().err
+
+
+def test_native_adaptation_learns_and_restores_at_the_faces_own_side(tmp_path):
+    """restore.native: the adaptation crops keep each face's own resolution (sides that differ
+    by the pixel as the face moves, so the analysis cache must store crops of several sides),
+    and the net restores at the item's median face side, recorded in the manifest; a restore
+    that reuses ``refstar analyse``'s analysis adapts on the same crops, to the same net."""
+    import torch
+
+    from refstar.align import native_side
+    from tests.outputs import item_dirs
+    from worker.cli import main
+    from worker.faces.base import make_analyzer
+    from worker.media.video import iter_frames
+
+    scene = FaceScene(persons=("t1_2",), size=(320, 256), face_px=110, motion=10)
+    src = tmp_path / "clip.mp4"
+    write_video(scene, src, 14, degrade=range(5, 9))
+    sets = [f"--set={kv}" for kv in (
+        "restore.crop_size=256", "restorer=refstar", "restore.adapt_preset=tiny", "restore.adapt_steps=6",
+        "restore.checkpoint=", "restore.adapt_size=64", "restore.native=true", "output.crf=0")]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["analyse", str(src), "-o", str(tmp_path / "out"), "-q", *sets]) == 0
+        with np.load(next((tmp_path / "out" / "_analysis").glob("*/arrays.npz"))) as z:
+            sides = sorted({int(z[k].shape[-3]) for k in z.files if k.startswith("adapt")})
+        assert main(["restore", str(src), "-o", str(tmp_path / "out"), "-q", *sets]) == 0
+        assert main(["restore", str(src), "-o", str(tmp_path / "fresh"), "-q", *sets]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    (done,), (fresh,) = item_dirs(tmp_path / "out"), item_dirs(tmp_path / "fresh")
+    m = json.loads((done / "manifest.json").read_text())
+    assert m["counts"]["analysis_reused"] == 1 and m["status"] == "ok"
+    assert len(sides) > 1 and 64 < sides[0]  # several sides, each the face's own, none shrunk to 64
+    face = make_analyzer(load_config(None, []).detect).analyze(scene.render(0))[0]
+    own = native_side(face.kps, 256)
+    r = m["restorer"]
+    assert r["adapted"] and r["work_size"] % 4 == 0 and abs(r["work_size"] - own) <= 12, (r["work_size"], own)
+    assert json.loads((fresh / "manifest.json").read_text())["restorer"]["work_size"] == r["work_size"]
+    a, b = (list(iter_frames(d / "restored.mp4")) for d in (done, fresh))
+    assert len(a) == 14 and all(np.array_equal(x.image, y.image) for x, y in zip(a, b, strict=True))

@@ -51,6 +51,9 @@ class PairConfig:
     """How samples are made. Sizes in px of the square training crop."""
 
     size: int = 128  # crops are resized to size x size (aligned to the template)
+    # samples are random patch x patch squares of those crops (GT, reference and mask cut at the
+    # same place; the LQ degraded from the GT square); None: whole crops
+    patch: int | None = None
     ranges: DegradationRanges = field(default_factory=lambda: ADAPT_RANGES)
     flip_prob: float = 0.5
     jitter: float = 0.02  # max translation (fraction of size) and scale change of the affine
@@ -220,10 +223,15 @@ class FacePairs(Dataset):
                 np.ascontiguousarray(x), m, (c.size, c.size), flags=cv2.INTER_LINEAR,
                 borderMode=cv2.BORDER_REFLECT_101)
             gt, ref, mask = warp(gt), warp(ref), warp(mask)
+        side = c.size
+        if c.patch and c.patch < c.size:
+            y, x = (int(v) for v in rng.integers(0, c.size - c.patch + 1, 2))
+            gt, ref, mask = (a[y: y + c.patch, x: x + c.patch] for a in (gt, ref, mask))
+            side = c.patch
         params = sample_params(rng, c.ranges)
         lq = degrade(np.ascontiguousarray(gt), params)
         has_ref = bool(rng.random() >= c.no_ref_prob)
-        ref_t = _to_tensor(ref) if has_ref else torch.zeros(3, c.size, c.size)
+        ref_t = _to_tensor(ref) if has_ref else torch.zeros(3, side, side)
         mask_t = torch.from_numpy(np.ascontiguousarray(mask, np.float32))[None]
         return {"lq": _to_tensor(lq), "gt": _to_tensor(gt), "ref": ref_t,
                 "mask": mask_t if has_ref else torch.zeros_like(mask_t),

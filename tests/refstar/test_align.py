@@ -17,6 +17,7 @@ from refstar.align import (
     estimate_affine,
     face_mask,
     invert_affine,
+    native_side,
     template,
     transform_points,
     umeyama,
@@ -74,6 +75,16 @@ def test_template_scales_with_size():
     assert t.dtype == np.float32 and t.shape == (5, 2)
     np.testing.assert_allclose(t[0], [192.98138, 239.94708])
     np.testing.assert_allclose(template(256), t / 2, rtol=1e-6)
+
+
+def test_native_side_is_the_crop_side_at_the_faces_own_scale():
+    # landmarks where a 300 px crop puts them: any crop of them covers 300 source px
+    kps = template(300) + np.float32([40, 25])
+    assert native_side(kps, 512) == pytest.approx(300, rel=1e-4)
+    assert native_side(kps, 128) == pytest.approx(300, rel=1e-4)
+    ang = np.deg2rad(30)
+    rot = np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
+    assert native_side(kps @ rot.T * 0.5, 512) == pytest.approx(150, rel=1e-4)
 
 
 def test_estimate_affine_recovers_a_known_similarity():

@@ -59,6 +59,28 @@ def test_reference_is_another_crop_of_the_same_person(crops):
         assert torch.equal(as_t[g], s["gt"])
 
 
+def test_patch_samples_cut_gt_reference_and_mask_at_one_place(crops):
+    cfg = PairConfig(size=S, patch=24, flip_prob=0.0, jitter=0.0, jitter_deg=0.0, no_ref_prob=0.0)
+    ds = FacePairs(crops, cfg)
+    as_t = lambda c: torch.from_numpy(c[..., ::-1].copy()).permute(2, 0, 1).float() / 255  # noqa: E731
+    places = set()
+    for i in range(len(ds)):
+        s = ds[i]
+        assert s["lq"].shape == s["gt"].shape == s["ref"].shape == (3, 24, 24)
+        assert s["mask"].shape == (1, 24, 24)
+        identity, g = ds.index[i]
+        whole = as_t(ds.crops[identity][g])
+        (y, x), = [(y, x) for y in range(S - 23) for x in range(S - 23)
+                   if torch.equal(whole[:, y: y + 24, x: x + 24], s["gt"])]
+        places.add((y, x))
+        refs = [as_t(c)[:, y: y + 24, x: x + 24] for c in ds.crops[identity]]
+        assert any(torch.equal(r, s["ref"]) for j, r in enumerate(refs) if j != g)
+        full_mask = torch.from_numpy(ds.mask(identity, g, next(
+            j for j, r in enumerate(refs) if j != g and torch.equal(r, s["ref"]))))
+        assert torch.equal(full_mask[y: y + 24, x: x + 24], s["mask"][0])
+    assert len(places) > 1  # not always the same corner
+
+
 def test_deterministic_per_epoch_and_masks_cached(crops):
     ds = FacePairs(crops, PairConfig(size=S, seed=3))
     a, b = ds[1], ds[1]

@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from refstar.align import estimate_affine, warp_face
@@ -37,7 +36,7 @@ from worker.media.image import (
 from worker.outputs.report import ReportSamples
 from worker.progress import Progress
 from worker.records import Face, Identity, ItemError, ItemResult, Reference
-from worker.stages.analyse import measure
+from worker.stages.analyse import adaptation_crop, measure
 from worker.stages.plan import assign_references, plan_album
 from worker.stages.restore import FaceRestoreStage, SampleSink
 
@@ -138,7 +137,7 @@ class AlbumBook:
         """Cluster the album's faces and choose references (re-reading only their files)."""
         size = cfg.restore.crop_size
 
-        small, adapting = cfg.restore.adapt_size, cfg.restore.adapts
+        adapting = cfg.restore.adapts
 
         def cut_crops(chosen: list[Face]) -> list[np.ndarray]:
             crops = {}
@@ -149,7 +148,7 @@ class AlbumBook:
                         crops[id(f)] = warp_face(image, estimate_affine(f.kps, size), size)
             for f in chosen if adapting else ():  # a person's best faces: what RefSTAR adapts on
                 self.adapt_crops.setdefault(f.identity, []).append(
-                    cv2.resize(crops[id(f)], (small, small), interpolation=cv2.INTER_AREA))
+                    adaptation_crop(crops[id(f)], f.kps, cfg.restore))
             return [crops[id(f)] for f in chosen]
 
         emb = np.stack(self._embeddings) if self._embeddings else np.zeros((0, embed_dim), np.float32)

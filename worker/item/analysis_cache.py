@@ -37,7 +37,7 @@ FOLDER = "_analysis"
 VERSION = 5
 ANALYSIS_SECTIONS = ("detect", "track", "references", "limits")
 # restore keys the analysis depends on: crop size (kept crops), and the adaptation pool
-RESTORE_KEYS = ("crop_size", "adapt_size", "adapt_crops_per_track")
+RESTORE_KEYS = ("crop_size", "adapt_size", "adapt_crops_per_track", "native")
 _ARRAYS = ("bbox", "kps", "embedding")
 
 
@@ -152,8 +152,10 @@ def _pool_rows(pool: CandidatePool | None, index: dict[int, int], name: str, arr
     if pool is None:
         return None
     cands = pool.candidates()
-    if cands:
+    if len({c.crop.shape for c in cands}) == 1:
         arrays[name] = np.stack([c.crop for c in cands])
+    else:  # crops of several sides (restore.native): one array each
+        arrays.update({f"{name}_{j}": c.crop for j, c in enumerate(cands)})
     return {"k": pool.k, "faces": [index[id(c.face)] for c in cands],
             "confidence": [c.confidence for c in cands], "origin": [c.origin for c in cands]}
 
@@ -164,7 +166,8 @@ def _pool(rows: dict | None, faces: list[Face], name: str, arrays: dict) -> Cand
     pool = CandidatePool(rows["k"])
     for j, i in enumerate(rows["faces"]):
         face = faces[i]
-        pool.offer(face.track, Candidate(face, arrays[name][j], rows["confidence"][j], rows["origin"][j]))
+        crop = arrays[name][j] if name in arrays else arrays[f"{name}_{j}"]
+        pool.offer(face.track, Candidate(face, crop, rows["confidence"][j], rows["origin"][j]))
     return pool
 
 

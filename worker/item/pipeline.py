@@ -84,15 +84,20 @@ def adapt_net(crops_by_identity: dict[int, list[np.ndarray]], cfg: Config):
     from worker.memory import heap_allocations
 
     r = cfg.restore
-    # the net sees crop_size crops shrunk to adapt_size, so it must learn the degradations
-    # the item's faces have at that scale, not the recipe's at full scale
-    ranges = rescale_ranges(ADAPT_RANGES, r.adapt_size / r.crop_size)
+    # the net sees crop_size crops shrunk to adapt_size (or to the item's median face side), so
+    # it must learn the degradations the item's faces have at that scale, not the recipe's at
+    # full scale
+    side = r.adapt_size
+    if r.native:
+        sides = [c.shape[0] for crops in crops_by_identity.values() for c in crops]
+        side = int(np.median(sides)) if sides else side
+    ranges = rescale_ranges(ADAPT_RANGES, side / r.crop_size)
     try:
         with heap_allocations():  # a pinned mmap threshold slows every training step
             net, rep = adapt_report(
                 crops_by_identity, preset=r.adapt_preset, steps=r.adapt_steps,
                 time_budget_s=r.adapt_time_s, init=restorer_checkpoint(r) or None,
-                size=r.adapt_size, device=r.device, ranges=ranges,
+                size=r.adapt_size, native_size=side if r.native else None, device=r.device, ranges=ranges,
                 log=(lambda line: print(f"adapt: {line}", file=sys.stderr, flush=True)) if cfg.progress else None)
     except ValueError as e:  # no person with two usable crops
         return None, {"name": "refstar" if r.checkpoint else "guided", "adapted": False, "why": str(e)}
@@ -102,6 +107,7 @@ def adapt_net(crops_by_identity: dict[int, list[np.ndarray]], cfg: Config):
     if cfg.progress:
         print(f"adapt: {why}", file=sys.stderr, flush=True)
     return net, {"name": "refstar", "adapted": True, "init": r.checkpoint or None,
+                 "work_size": rep.work_size,
                  "steps": rep.steps, "max_steps": rep.max_steps, "stopped": rep.stopped,
                  "stop_reason": why, "seconds": round(rep.seconds, 1),
                  "identities": rep.identities, "crops": rep.crops,
@@ -126,7 +132,7 @@ def item_restorer_from(net, info: dict, r):
                              strength=r.strength)
     from refstar.refstar_restorer import RefSTARRestorer
 
-    return RefSTARRestorer(net, work_size=net.cfg.size, device=r.device)
+    return RefSTARRestorer(net, work_size=info.get("work_size") or net.cfg.size, device=r.device)
 
 
 def start_item(src: str | Path, out_root: str, cfg: Config, *, engine: Engine | None = None,

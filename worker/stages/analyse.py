@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
-from refstar.align import estimate_affine, warp_face
-from worker.config import Config
+from refstar.align import estimate_affine, native_side, warp_face
+from worker.config import Config, RestoreConfig
 from worker.errors import MediaError
 from worker.faces.base import FaceAnalyzer
 from worker.media.prefetch import prefetch
@@ -86,6 +86,17 @@ def measure(image: np.ndarray, face: Face, cfg: Config) -> np.ndarray:
     face.yaw, face.pitch = head_pose(face.kps)
     face.quality, face.quality_parts = face_quality(face, crop, cfg.references)
     return crop
+
+
+def adaptation_crop(crop: np.ndarray, kps: np.ndarray, r: RestoreConfig) -> np.ndarray:
+    """A face's crop_size crop as RefSTAR adapts on it: shrunk to ``adapt_size``, or with
+    ``restore.native`` to the side where the face keeps its own resolution (adapt_size..crop_size)."""
+    side = r.adapt_size
+    if r.native:
+        side = int(np.clip(round(native_side(kps, r.crop_size)), r.adapt_size, r.crop_size))
+    if side == crop.shape[0]:
+        return crop
+    return cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA if side < crop.shape[0] else cv2.INTER_CUBIC)
 
 
 def _embed(analyzer: FaceAnalyzer, image: np.ndarray, faces: list[Face], need: list[bool]) -> int:
@@ -235,8 +246,7 @@ def analyse_video(path: str, info: VideoInfo, analyzer: FaceAnalyzer, cfg: Confi
                 if out.pool.would_keep(face.track, face.quality, face.frame):
                     out.pool.offer(face.track, Candidate(face, crop))
                 if out.adapt_pool and out.adapt_pool.would_keep(face.track, face.quality):
-                    small = cv2.resize(crop, (r.adapt_size, r.adapt_size), interpolation=cv2.INTER_AREA)
-                    out.adapt_pool.offer(face.track, Candidate(face, small))
+                    out.adapt_pool.offer(face.track, Candidate(face, adaptation_crop(crop, face.kps, r)))
                 face.embedding = None  # the track keeps the running sum; a film's faces add up
             out.faces.extend(faces)
             out.n_frames += 1
