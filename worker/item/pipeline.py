@@ -105,7 +105,7 @@ def adapt_net(crops_by_identity: dict[int, list[np.ndarray]], cfg: Config):
     if rep.stopped == "time":
         log.warning("adaptation %s", why)
     if cfg.progress:
-        print(f"adapt: {why}", file=sys.stderr, flush=True)
+        print(f"adapt: {why}; restoring at {rep.work_size} px", file=sys.stderr, flush=True)
     return net, {"name": "refstar", "adapted": True, "init": r.checkpoint or None,
                  "work_size": rep.work_size,
                  "steps": rep.steps, "max_steps": rep.max_steps, "stopped": rep.stopped,
