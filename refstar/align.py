@@ -77,6 +77,15 @@ def native_side(kps: np.ndarray, size: int) -> float:
     return size / affine_scale(estimate_affine(kps, size))
 
 
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """A square crop at ``size`` x ``size``: area-averaged down, bicubic up, as it is (contiguous)
+    at its own size."""
+    if image.shape[0] == size:
+        return np.ascontiguousarray(image)
+    interp = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_CUBIC
+    return cv2.resize(image, (size, size), interpolation=interp)
+
+
 def invert_affine(M: np.ndarray) -> np.ndarray:
     """Inverse of a (2, 3) affine: crop -> source. Returns (2, 3) float64."""
     return cv2.invertAffineTransform(np.asarray(M, np.float64))

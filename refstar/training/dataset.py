@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from refstar.align import estimate_affine, template, warp_face
+from refstar.align import estimate_affine, resize_square, template, warp_face
 from refstar.degradations import DegradationParams, DegradationRanges, degrade, sample_params
 from refstar.masks import make_mask
 
@@ -80,24 +80,17 @@ def align_photo(image: np.ndarray, size: int, analyzer=None, aligned: bool | Non
     h, w = image.shape[:2]
     square = h == w
     if aligned is True and square:
-        return _resize(image, size)
+        return resize_square(image, size)
     if analyzer is None:
         raise ValueError("this photo needs its face found: pass an analyzer (anything with "
                          "analyze(image) -> faces with bbox and kps), or aligned=True for aligned crops")
     faces = analyzer.analyze(np.ascontiguousarray(image))
     if not faces:
-        return _resize(image, size) if square and aligned is None else None
+        return resize_square(image, size) if square and aligned is None else None
     face = max(faces, key=lambda f: float((f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1])))
     if square and aligned is None and _is_template_aligned(image, face.kps):
-        return _resize(image, size)
+        return resize_square(image, size)
     return warp_face(image, estimate_affine(face.kps, size), size)
-
-
-def _resize(image: np.ndarray, size: int) -> np.ndarray:
-    if image.shape[0] == size:
-        return np.ascontiguousarray(image)
-    interp = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_CUBIC
-    return cv2.resize(image, (size, size), interpolation=interp)
 
 
 def _images(folder: Path) -> list[Path]:
@@ -138,9 +131,9 @@ def load_job_output(item_dir: str | Path, size: int,
     if refs.is_dir():
         for d in sorted(p for p in refs.iterdir() if p.is_dir()):
             crops = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in _images(d)]
-            out[d.name] = [_resize(c, size) for c in crops if c is not None]
+            out[d.name] = [resize_square(c, size) for c in crops if c is not None]
     for key, crops in (extra or {}).items():
-        out.setdefault(str(key), []).extend(_resize(c, size) for c in crops)
+        out.setdefault(str(key), []).extend(resize_square(c, size) for c in crops)
     return out
 
 
@@ -162,7 +155,7 @@ class FacePairs(Dataset):
     def __init__(self, crops: Mapping[object, Sequence[np.ndarray]], cfg: PairConfig | None = None):
         self.cfg = cfg or PairConfig()
         s = self.cfg.size
-        self.crops = {str(k): [_resize(np.ascontiguousarray(c), s) for c in v]
+        self.crops = {str(k): [resize_square(np.ascontiguousarray(c), s) for c in v]
                       for k, v in crops.items() if len(v) >= 2}
         if not self.crops:
             raise ValueError("no identity has two or more crops: a (GT, reference) pair needs two")

@@ -90,8 +90,7 @@ def share_references(identities: dict[str, list[Identity]], persons: list[Person
 def _for_item(ref: Reference, item: str, size: int | None) -> Reference:
     crop = ref.crop
     if size and crop.shape[0] != size:
-        import cv2
+        from refstar.align import resize_square
 
-        crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if crop.shape[0] > size
-                          else cv2.INTER_CUBIC)
+        crop = resize_square(crop, size)
     return dataclasses.replace(ref, origin="" if ref.origin == item else ref.origin, crop=crop)

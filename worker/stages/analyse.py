@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
-from refstar.align import estimate_affine, native_side, warp_face
+from refstar.align import estimate_affine, native_side, resize_square, warp_face
 from worker.config import Config, RestoreConfig
 from worker.errors import MediaError
 from worker.faces.base import FaceAnalyzer
@@ -94,9 +94,7 @@ def adaptation_crop(crop: np.ndarray, kps: np.ndarray, r: RestoreConfig) -> np.n
     side = r.adapt_size
     if r.native:
         side = int(np.clip(round(native_side(kps, r.crop_size)), r.adapt_size, r.crop_size))
-    if side == crop.shape[0]:
-        return crop
-    return cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA if side < crop.shape[0] else cv2.INTER_CUBIC)
+    return resize_square(crop, side)
 
 
 def _embed(analyzer: FaceAnalyzer, image: np.ndarray, faces: list[Face], need: list[bool]) -> int:
