@@ -20,7 +20,7 @@ import torch
 
 from refstar.degradations import DegradationRanges
 from refstar.networks import NetConfig, RefSTARNet
-from refstar.training.dataset import ADAPT_RANGES, FacePairs, PairConfig
+from refstar.training.dataset import ADAPT_RANGES, FacePairs, PairConfig, PreRestore
 from refstar.training.loop import TrainConfig, Trainer
 
 
@@ -54,6 +54,7 @@ def adapt_report(
     w_cycle: float = 0.0,
     w_mask: float = 0.0,
     ranges: DegradationRanges = ADAPT_RANGES,
+    pre: PreRestore | None = None,
     device: str = "auto",
     log: Callable[[str], None] | None = None,
 ) -> tuple[RefSTARNet, AdaptResult]:
@@ -78,7 +79,7 @@ def adapt_report(
     if native_size and native_size > size:
         work = -(-int(native_size) // net.cfg.multiple) * net.cfg.multiple
     data = FacePairs(crops, PairConfig(size=work, patch=size if work > size else None,
-                                       ranges=ranges, seed=seed, length=4 * n))
+                                       ranges=ranges, seed=seed, length=4 * n), pre=pre)
     tcfg = TrainConfig(max_steps=steps, time_budget_s=time_budget_s, batch_size=batch_size,
                        lr=lr, warmup_steps=min(20, max(1, steps // 10)), ema_decay=0.99,
                        log_every=max(1, steps // 10), device=device, seed=seed, w_mask=w_mask,
@@ -108,6 +109,10 @@ def adapt(crops_by_identity: Mapping[int, Sequence[np.ndarray]], **kwargs) -> Re
         over both. Steps are the budget: on a busy machine a time cap alone would silently
         give a worse net.
     init: a checkpoint (path) to fine-tune instead of starting from scratch.
+    pre: a first restoration pass whose result on each degraded face (with the same reference)
+        the net learns to refine, instead of the degraded face itself (``PreRestore``; e.g.
+        ``GuidedRestorer(...).restore_bgr``, then restore with ``GuidedThenNet``). Each
+        training sample then costs one such pass over the whole crop.
     w_freq / w_cycle / w_mask: weights of the frequency loss, the MCC cycle term (a) and the
         RefSel mask loss. All 0 by default: in a few hundred steps they pull capacity away from
         fidelity, and the mask target (where GT and reference agree) asks for the reference even

@@ -271,6 +271,15 @@ class GuidedRestorer:
         mask = torch.from_numpy(np.stack(masks))[:, None].to(lq.device, lq.dtype)
         return Restored(image=image.contiguous(), mask=mask.contiguous())
 
+    def restore_bgr(self, lq: np.ndarray, ref: np.ndarray | None) -> np.ndarray:
+        """One crop as the training pairs hold it: (S, S, 3) BGR uint8 in and out (a
+        ``refstar.training.dataset.PreRestore``)."""
+        def rgb(a):
+            return np.ascontiguousarray(a[..., ::-1], np.float32) / 255.0
+
+        out, _ = self.restore_one(rgb(lq), None if ref is None else rgb(ref))
+        return np.ascontiguousarray(np.round(np.clip(out, 0, 1) * 255).astype(np.uint8)[..., ::-1])
+
     def restore_one(self, lq: np.ndarray, ref: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """One crop: lq, ref (S, S, 3) float32 RGB 0..1 -> (output (S, S, 3), mask (S, S))."""
         s = lq.shape[0]

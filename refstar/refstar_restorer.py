@@ -173,3 +173,24 @@ class RefSTARRestorer:
         image = torch.cat(images).to(lq.device).contiguous()
         mask = torch.cat(masks).to(lq.device).contiguous()
         return Restored(image=image, mask=mask)
+
+
+class GuidedThenNet:
+    """``Restorer``: the guided restorer's result refined by a net adapted to refine it
+    (``adapt_report(pre=guided.restore_bgr)``): guided transfers the reference's detail at the crop's full
+    size, the net corrects what that pass gets wrong on this item's faces. References are
+    ranked by guided (``pick_reference``); the mask is the larger of the two passes'."""
+
+    name = "refstar"
+
+    def __init__(self, guided: Any, net: RefSTARRestorer):
+        self.guided, self.net = guided, net
+
+    def pick_reference(self, lq: torch.Tensor, refs: torch.Tensor) -> int:
+        return self.guided.pick_reference(lq, refs)
+
+    def restore(self, lq: torch.Tensor, ref: torch.Tensor | None,
+                ref_ids: Sequence[Hashable] | None = None) -> Restored:
+        first = self.guided.restore(lq, ref)
+        out = self.net.restore(first.image.clamp(0, 1), ref, ref_ids)
+        return Restored(image=out.image, mask=torch.maximum(first.mask, out.mask))

@@ -127,7 +127,11 @@ class RestoreConfig:
     # refstar, adapting: keep each face at its own resolution (the crop side where it is neither
     # enlarged nor shrunk, adapt_size..crop_size), learn on adapt_size patches of them and
     # restore whole crops at the item's median face side; false: shrink every face to adapt_size
-    native: bool = False
+    native: bool = True
+    # refstar, adapting: the net learns to refine the guided restorer's result (guided first
+    # transfers the reference's detail at the full crop size, then the adapted net corrects it);
+    # false: the net restores the degraded face itself
+    guide: bool = True
     adapt_crops_per_track: int = 24  # sharpest crops kept per track for adaptation
     strength: float = 1.0  # guided: how much reference detail is transferred, 0..1
     # every restorer: 0 = leave every face exactly as it is, 1 = the restorer's full result;

@@ -10,15 +10,16 @@ Sources, all ending as ``{identity: [aligned BGR uint8 crops]}``:
 - an in-memory dict of crops per identity (per-job adaptation).
 
 ``FacePairs[i]`` gives one sample: the GT crop, a *different* crop of the same identity as the
-reference, the LQ made from the GT with a sampled ``DegradationParams`` (kept for the cycle term)
-and the RefSel mask of the pair (``refstar.masks``, cached per pair); a random flip and a small
-affine jitter are applied identically to GT, reference and mask. Use ``collate_pairs`` as the
-DataLoader's ``collate_fn``.
+reference, the LQ made from the GT with a sampled ``DegradationParams`` (kept for the cycle term;
+with a ``pre`` pass the LQ is that pass's output on the degraded face, which the net then learns
+to refine: no cycle term then) and the RefSel mask of the pair (``refstar.masks``, cached per
+pair); a random flip and a small affine jitter are applied identically to GT, reference and
+mask. Use ``collate_pairs`` as the DataLoader's ``collate_fn``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +45,11 @@ ADAPT_RANGES = DegradationRanges(
 PRIOR_RANGES = DegradationRanges(
     blur_sigma=(0.2, 3.0), scale=(1.0, 6.0), noise_sigma=(0.0, 8.0), jpeg_quality=(30, 95)
 )
+
+
+# a first restoration pass the net learns to refine: (degraded crop, reference or None), both
+# (S, S, 3) BGR uint8 of the whole face -> its output, the same shape and type
+PreRestore = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -152,8 +158,10 @@ class FacePairs(Dataset):
     (seed, epoch, index); call ``set_epoch`` to draw new references/degradations.
     """
 
-    def __init__(self, crops: Mapping[object, Sequence[np.ndarray]], cfg: PairConfig | None = None):
+    def __init__(self, crops: Mapping[object, Sequence[np.ndarray]], cfg: PairConfig | None = None,
+                 pre: PreRestore | None = None):
         self.cfg = cfg or PairConfig()
+        self.pre = pre
         s = self.cfg.size
         self.crops = {str(k): [resize_square(np.ascontiguousarray(c), s) for c in v]
                       for k, v in crops.items() if len(v) >= 2}
@@ -216,14 +224,19 @@ class FacePairs(Dataset):
                 np.ascontiguousarray(x), m, (c.size, c.size), flags=cv2.INTER_LINEAR,
                 borderMode=cv2.BORDER_REFLECT_101)
             gt, ref, mask = warp(gt), warp(ref), warp(mask)
-        side = c.size
+        side, cut = c.size, (lambda a: a)
         if c.patch and c.patch < c.size:
             y, x = (int(v) for v in rng.integers(0, c.size - c.patch + 1, 2))
-            gt, ref, mask = (a[y: y + c.patch, x: x + c.patch] for a in (gt, ref, mask))
+            cut = lambda a: a[y: y + c.patch, x: x + c.patch]  # noqa: E731
             side = c.patch
+        if self.pre is None:
+            gt, ref, mask = cut(gt), cut(ref), cut(mask)
         params = sample_params(rng, c.ranges)
         lq = degrade(np.ascontiguousarray(gt), params)
         has_ref = bool(rng.random() >= c.no_ref_prob)
+        if self.pre is not None:  # the first pass sees the whole face, as it will at restore
+            lq = cut(self.pre(lq, np.ascontiguousarray(ref) if has_ref else None))
+            gt, ref, mask = cut(gt), cut(ref), cut(mask)
         ref_t = _to_tensor(ref) if has_ref else torch.zeros(3, side, side)
         mask_t = torch.from_numpy(np.ascontiguousarray(mask, np.float32))[None]
         return {"lq": _to_tensor(lq), "gt": _to_tensor(gt), "ref": ref_t,

@@ -81,6 +81,28 @@ def test_patch_samples_cut_gt_reference_and_mask_at_one_place(crops):
     assert len(places) > 1  # not always the same corner
 
 
+def test_a_first_pass_sees_the_whole_degraded_face_and_its_output_is_cut_like_the_gt(crops):
+    seen = []
+
+    def pre(lq, ref):  # hands back the reference: its cut must then equal the sample's ref
+        seen.append((lq.shape, lq.dtype, None if ref is None else ref.shape))
+        return lq if ref is None else ref.copy()
+
+    cfg = PairConfig(size=S, patch=24, no_ref_prob=0.3, seed=1)
+    ds = FacePairs(crops, cfg, pre=pre)
+    plain = FacePairs(crops, cfg)
+    samples = [ds[i] for i in range(len(ds))]
+    assert all(lq == (S, S, 3) and dt == np.uint8 and r in (None, (S, S, 3)) for lq, dt, r in seen)
+    with_ref = [s for s in samples if bool(s["has_ref"])]
+    assert with_ref and len(with_ref) < len(samples)
+    for s in with_ref:
+        assert torch.equal(s["lq"], s["ref"]) and s["lq"].shape == (3, 24, 24)
+    for i, s in enumerate(samples):  # the same GT, reference, mask and degradation as without
+        p = plain[i]
+        assert torch.equal(s["gt"], p["gt"]) and torch.equal(s["mask"], p["mask"])
+        assert s["params"] == p["params"] and bool(s["has_ref"]) == bool(p["has_ref"])
+
+
 def test_deterministic_per_epoch_and_masks_cached(crops):
     ds = FacePairs(crops, PairConfig(size=S, seed=3))
     a, b = ds[1], ds[1]

@@ -92,22 +92,30 @@ def adapt_net(crops_by_identity: dict[int, list[np.ndarray]], cfg: Config):
         sides = [c.shape[0] for crops in crops_by_identity.values() for c in crops]
         side = int(np.median(sides)) if sides else side
     ranges = rescale_ranges(ADAPT_RANGES, side / r.crop_size)
+    pre = None
+    if r.guide:  # the net learns to refine what guided makes of each degraded face
+        from refstar.guided import GuidedRestorer
+
+        pre = GuidedRestorer(strength=r.strength).restore_bgr
     try:
         with heap_allocations():  # a pinned mmap threshold slows every training step
             net, rep = adapt_report(
                 crops_by_identity, preset=r.adapt_preset, steps=r.adapt_steps,
                 time_budget_s=r.adapt_time_s, init=restorer_checkpoint(r) or None,
-                size=r.adapt_size, native_size=side if r.native else None, device=r.device, ranges=ranges,
+                size=r.adapt_size, native_size=side if r.native else None, pre=pre,
+                device=r.device, ranges=ranges,
                 log=(lambda line: print(f"adapt: {line}", file=sys.stderr, flush=True)) if cfg.progress else None)
     except ValueError as e:  # no person with two usable crops
-        return None, {"name": "refstar" if r.checkpoint else "guided", "adapted": False, "why": str(e)}
+        fallback = "refstar" if r.checkpoint and not r.guide else "guided"
+        return None, {"name": fallback, "adapted": False, "why": str(e)}
     why = adapt_stop_line(rep.steps, rep.max_steps, rep.stopped, rep.seconds, r.adapt_time_s)
     if rep.stopped == "time":
         log.warning("adaptation %s", why)
     if cfg.progress:
-        print(f"adapt: {why}; restoring at {rep.work_size} px", file=sys.stderr, flush=True)
+        then = ", refining guided's result" if r.guide else ""
+        print(f"adapt: {why}; restoring at {rep.work_size} px{then}", file=sys.stderr, flush=True)
     return net, {"name": "refstar", "adapted": True, "init": r.checkpoint or None,
-                 "work_size": rep.work_size,
+                 "work_size": rep.work_size, "guide": r.guide,
                  "steps": rep.steps, "max_steps": rep.max_steps, "stopped": rep.stopped,
                  "stop_reason": why, "seconds": round(rep.seconds, 1),
                  "identities": rep.identities, "crops": rep.crops,
@@ -130,9 +138,14 @@ def item_restorer_from(net, info: dict, r):
     if net is None:
         return make_restorer(info["name"], device=r.device, checkpoint=restorer_checkpoint(r),
                              strength=r.strength)
-    from refstar.refstar_restorer import RefSTARRestorer
+    from refstar.refstar_restorer import GuidedThenNet, RefSTARRestorer
 
-    return RefSTARRestorer(net, work_size=info.get("work_size") or net.cfg.size, device=r.device)
+    restorer = RefSTARRestorer(net, work_size=info.get("work_size") or net.cfg.size, device=r.device)
+    if info.get("guide"):
+        from refstar.guided import GuidedRestorer
+
+        return GuidedThenNet(GuidedRestorer(strength=r.strength), restorer)
+    return restorer
 
 
 def start_item(src: str | Path, out_root: str, cfg: Config, *, engine: Engine | None = None,
