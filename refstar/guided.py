@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from refstar.align import face_mask
-from refstar.restorer import Restored, has_reference
+from refstar.restorer import Restored, bgr_to_tensor, has_reference, tensor_to_bgr
 
 SIGMA_GRID = (0.6, 1.0, 1.5, 2.0, 2.6, 3.3, 4.2, 5.5)  # input blur, px of the crop
 BLIND_SIGMA = 3.0  # unsharp scale outside the reference's mask, px of a 256 crop
@@ -274,11 +274,8 @@ class GuidedRestorer:
     def restore_bgr(self, lq: np.ndarray, ref: np.ndarray | None) -> np.ndarray:
         """One crop as the training pairs hold it: (S, S, 3) BGR uint8 in and out (a
         ``refstar.training.dataset.PreRestore``)."""
-        def rgb(a):
-            return np.ascontiguousarray(a[..., ::-1], np.float32) / 255.0
-
-        out, _ = self.restore_one(rgb(lq), None if ref is None else rgb(ref))
-        return np.ascontiguousarray(np.round(np.clip(out, 0, 1) * 255).astype(np.uint8)[..., ::-1])
+        refs = None if ref is None else bgr_to_tensor([ref])
+        return tensor_to_bgr(self.restore(bgr_to_tensor([lq]), refs).image)[0]
 
     def restore_one(self, lq: np.ndarray, ref: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """One crop: lq, ref (S, S, 3) float32 RGB 0..1 -> (output (S, S, 3), mask (S, S))."""

@@ -229,12 +229,13 @@ class FacePairs(Dataset):
             y, x = (int(v) for v in rng.integers(0, c.size - c.patch + 1, 2))
             cut = lambda a: a[y: y + c.patch, x: x + c.patch]  # noqa: E731
             side = c.patch
+        params = sample_params(rng, c.ranges)
+        has_ref = bool(rng.random() >= c.no_ref_prob)
         if self.pre is None:
             gt, ref, mask = cut(gt), cut(ref), cut(mask)
-        params = sample_params(rng, c.ranges)
-        lq = degrade(np.ascontiguousarray(gt), params)
-        has_ref = bool(rng.random() >= c.no_ref_prob)
-        if self.pre is not None:  # the first pass sees the whole face, as it will at restore
+            lq = degrade(np.ascontiguousarray(gt), params)
+        else:  # the first pass sees the whole face, as it will at restore
+            lq = degrade(np.ascontiguousarray(gt), params)
             lq = cut(self.pre(lq, np.ascontiguousarray(ref) if has_ref else None))
             gt, ref, mask = cut(gt), cut(ref), cut(mask)
         ref_t = _to_tensor(ref) if has_ref else torch.zeros(3, side, side)
