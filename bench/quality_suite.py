@@ -24,6 +24,12 @@ the faces found and restored (should be none).
 Writes ``OUT/suite.json`` and ``OUT/suite.html`` (tables with the mean and the worst clip of
 every figure, reference crops, before/after pairs, links to each item's report) and prints the
 tables. The items stay under ``OUT/items`` for a look.
+
+Runs whose ``restore`` settings are the same (``references.top_k=0`` beside the default, say)
+adapt RefSTAR once per clip and strength: the second restores with the first's adapted net
+(manifest ``restorer.shared: true``, its seconds those of the first's adaptation, which its own
+timings leave out). The item's adaptation crops are compared by their bytes, so only identical
+inputs share; ``--no-share`` adapts every run anew.
 """
 
 from __future__ import annotations
@@ -71,6 +77,32 @@ def manifest_facts(item_dir: Path) -> dict:
             "not_faces": c.get("tracks_not_faces", c.get("faces_not_faces", 0)),
             "seconds": m.get("timings", {}).get("total"), "frames": c.get("frames"),
             "restorer": m.get("restorer"), "item": str(item_dir)}
+
+
+def share_adaptation() -> dict:
+    """Make ``adapt_net`` remember its answer per (restore settings, crops' bytes) in the
+    returned dict (clear it to forget)."""
+    import hashlib
+
+    from worker.item import pipeline
+
+    memo, adapt = {}, pipeline.adapt_net
+
+    def shared(crops, cfg):
+        h = hashlib.sha1(repr(cfg.restore).encode())
+        for k in sorted(crops):
+            for c in crops[k]:
+                h.update(f"{k}:{c.shape}".encode())
+                h.update(c.tobytes())
+        key = h.hexdigest()
+        if key in memo:
+            net, info = memo[key]
+            return net, dict(info, shared=True)
+        memo[key] = adapt(crops, cfg)
+        return memo[key]
+
+    pipeline.adapt_net = shared
+    return memo
 
 
 def run_clip(clip: Path, runs: dict, args, work: Path, engines: dict, analyzer) -> dict:
@@ -164,6 +196,7 @@ def main() -> None:
     ap.add_argument("--no-clips", action="store_true", help="photos only")
     ap.add_argument("--unseen", action="store_true",
                     help="only the clips the shipped face prior never saw (refstar/weights/face_prior/split.json)")
+    ap.add_argument("--no-share", action="store_true", help="adapt every run anew (see above)")
     ap.add_argument("--out", default=f"quality-suite-{time.strftime('%Y%m%d-%H%M%S')}")
     args = ap.parse_args()
     root, out = real_data_root(), Path(args.out)
@@ -180,7 +213,9 @@ def main() -> None:
     analyzer = next(iter(engines.values())).analyzer  # the default backend, for GT faces
     result = {"machine": _machine(), "frames": args.frames, "strengths": args.strengths,
               "runs": runs, "sets": args.set, "clips": [], "photos": {}}
+    memo = {} if args.no_share else share_adaptation()
     for clip in clips:
+        memo.clear()  # a clip's nets are not kept past it
         row = run_clip(clip, runs, args, out / clip.stem, engines, analyzer)
         row["prior_saw"] = clip.name in seen
         result["clips"].append(row)
