@@ -72,7 +72,7 @@ def _restore_video(pools, cfg, iid, src, uri, out_dir, work, result, on_restore,
 
     timings, per = result.timings, pools.opts.in_flight_per_actor
     refs = assign_references(analysis.faces, identities, cfg)  # linking may have changed them
-    adapted = _adapt(pools, cfg, adaptation_crops(analysis), result)
+    adapted = _adapt(pools, cfg, adaptation_crops(analysis), result, identities)
     t = time.monotonic()
     samples = ReportSamples.choose(analysis.faces, cfg.output.report_faces)
     suffix = src.suffix.lower()
@@ -158,7 +158,7 @@ def _restore_album(pools, cfg, iid, root, names, uri_of, out_dir, result, book, 
     from worker.stages.plan import assign_references
 
     refs = assign_references(book.faces, identities, cfg)  # linking may have changed them
-    adapted = _adapt(pools, cfg, book.adapt_crops, result)
+    adapted = _adapt(pools, cfg, book.adapt_crops, result, identities)
     t = time.monotonic()
     samples = ReportSamples.choose(book.faces, cfg.output.report_faces)
     rows = []
@@ -200,13 +200,18 @@ def _restore_album(pools, cfg, iid, root, names, uri_of, out_dir, result, book, 
     return media, files, samples
 
 
-def _adapt(pools, cfg: Config, crops: dict, result: ItemResult):
+def _adapt(pools, cfg: Config, crops: dict, result: ItemResult, identities):
     """With ``restorer=refstar`` and ``restore.adapt``: the item's adapted ``(net or None,
-    info)`` in the object store, once for every restore call (None otherwise)."""
+    info)`` in the object store, once for every restore call (None otherwise); ``crops`` the
+    item's own, joined by what its ``identities`` were lent (``adaptation_set``)."""
+    from worker.item.pipeline import adaptation_set
+
     if not cfg.restore.adapts:
         return None
     t = time.monotonic()
+    crops, counts = adaptation_set(crops, identities, cfg.restore, cfg.references.min_gain)
     net, result.restorer = pools.adapt(crops, cfg)
+    result.restorer.update(counts)
     if net is not None:
         result.timings["adapt"] = time.monotonic() - t
     return pools.share((net, result.restorer))

@@ -227,7 +227,7 @@ def _restore_album(src: Path, out_dir: str, cfg: Config, engine, book: AlbumBook
     refs = assign_references(book.faces, identities, cfg)  # linking may have changed them
     t = time.monotonic()
     samples = ReportSamples.choose(book.faces, cfg.output.report_faces)
-    stage = FaceRestoreStage(cfg, engine.item_restorer(book.adapt_crops, result))
+    stage = FaceRestoreStage(cfg, engine.item_restorer(book.adapt_crops, result, identities))
     progress = Progress(f"restore {src.name}", len(names), unit="images", enabled=cfg.progress)
     for name in names:
         progress.update(1)

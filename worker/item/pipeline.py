@@ -60,18 +60,49 @@ class Engine:
         # measured: the item ETA on the next one's analysis line (None until a video finished)
         self.restore_per_analyse: float | None = None
 
-    def item_restorer(self, crops_by_identity: dict[int, list[np.ndarray]], result: ItemResult):
-        """The restorer for one item: the shared one, or RefSTAR adapted on the item's crops
-        (falling back to the checkpoint, or to ``guided`` when no person has two crops)."""
+    def item_restorer(self, crops_by_identity: dict[int, list[np.ndarray]], result: ItemResult,
+                      identities: list[Identity] = ()):
+        """The restorer for one item: the shared one, or RefSTAR adapted on the item's crops and
+        on the references the library or linked items lent its ``identities`` (falling back to
+        the checkpoint, or to ``guided``, when no person has two crops)."""
         r = self.cfg.restore
         if not self.adapting:
             result.restorer = {"name": self.restorer.name}
             return self.restorer
         t = time.monotonic()
-        net, result.restorer = adapt_net(crops_by_identity, self.cfg)
+        crops, counts = adaptation_set(crops_by_identity, identities, r, self.cfg.references.min_gain)
+        net, result.restorer = adapt_net(crops, self.cfg)
+        result.restorer.update(counts)
         if net is not None:
             result.timings["adapt"] = time.monotonic() - t
         return item_restorer_from(net, result.restorer, r)
+
+
+def adaptation_set(crops_by_identity: dict[int, list[np.ndarray]], identities, r, min_gain: float
+                   ) -> tuple[dict[int, list[np.ndarray]], dict[str, int]]:
+    """What RefSTAR adapts on (``r``: RestoreConfig): the item's own crops per person plus the
+    references lent from outside the item (library photos, linked items' faces), shrunk to the
+    median side of the item's own crops (``adapt_size`` when it has none), and the counts for the
+    manifest. A person's own crops are left out when what was lent is ``min_gain`` times sharper
+    than their best reference here (or they have none here): faces soft throughout the item,
+    taken as the sharp target, teach the net to keep faces soft."""
+    from refstar.align import resize_square
+    from worker.stages.references import sharpness_of
+
+    sides = [c.shape[0] for crops in crops_by_identity.values() for c in crops]
+    side = int(np.median(sides)) if sides else r.adapt_size
+    out = {k: list(v) for k, v in crops_by_identity.items()}
+    counts = {"lent_crops": 0, "own_crops_left_out": 0}
+    for ident in identities:
+        lent = [x for x in ident.references if x.origin]
+        if not lent:
+            continue
+        own = [sharpness_of(x) for x in ident.references if not x.origin]
+        if not own or max(map(sharpness_of, lent)) >= min_gain * max(own):
+            counts["own_crops_left_out"] += len(out.pop(ident.id, []))
+        out.setdefault(ident.id, []).extend(resize_square(x.crop, side) for x in lent)
+        counts["lent_crops"] += len(lent)
+    return out, counts
 
 
 def adapt_net(crops_by_identity: dict[int, list[np.ndarray]], cfg: Config):

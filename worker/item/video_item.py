@@ -57,7 +57,7 @@ def _restore_video(path: str, out_dir: str, cfg: Config, engine, result: ItemRes
     refs = assign_references(analysis.faces, identities, cfg)  # linking may have changed them
     t = time.monotonic()
     samples = ReportSamples.choose(analysis.faces, cfg.output.report_faces)
-    stage = FaceRestoreStage(cfg, engine.item_restorer(adaptation_crops(analysis), result))
+    stage = FaceRestoreStage(cfg, engine.item_restorer(adaptation_crops(analysis), result, identities))
     dst = storage.local_path(storage.join(out_dir, "restored" + Path(path).suffix.lower()))
     dst.parent.mkdir(parents=True, exist_ok=True)
     progress = Progress(f"restore {Path(path).name}", analysis.n_frames, enabled=cfg.progress)
