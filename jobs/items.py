@@ -209,7 +209,7 @@ def _adapt(pools, cfg: Config, crops: dict, result: ItemResult, identities):
     if not cfg.restore.adapts:
         return None
     t = time.monotonic()
-    crops, counts = adaptation_set(crops, identities, cfg.restore, cfg.references.min_gain)
+    crops, counts = adaptation_set(crops, identities, cfg.restore)
     net, result.restorer = pools.adapt(crops, cfg)
     result.restorer.update(counts)
     if net is not None:

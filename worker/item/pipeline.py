@@ -70,7 +70,7 @@ class Engine:
             result.restorer = {"name": self.restorer.name}
             return self.restorer
         t = time.monotonic()
-        crops, counts = adaptation_set(crops_by_identity, identities, r, self.cfg.references.min_gain)
+        crops, counts = adaptation_set(crops_by_identity, identities, r)
         net, result.restorer = adapt_net(crops, self.cfg)
         result.restorer.update(counts)
         if net is not None:
@@ -78,14 +78,21 @@ class Engine:
         return item_restorer_from(net, result.restorer, r)
 
 
-def adaptation_set(crops_by_identity: dict[int, list[np.ndarray]], identities, r, min_gain: float
+# a person's faces here count as soft throughout when what was lent is this many times sharper
+# than their best reference here (tests/test_library.py's soft clip: 21x under the sharp clip
+# linked to it, 300x under the library photo)
+SOFT_OWN = 3.0
+
+
+def adaptation_set(crops_by_identity: dict[int, list[np.ndarray]], identities, r
                    ) -> tuple[dict[int, list[np.ndarray]], dict[str, int]]:
     """What RefSTAR adapts on (``r``: RestoreConfig): the item's own crops per person plus the
     references lent from outside the item (library photos, linked items' faces), shrunk to the
     median side of the item's own crops (``adapt_size`` when it has none), and the counts for the
-    manifest. A person's own crops are left out when what was lent is ``min_gain`` times sharper
-    than their best reference here (or they have none here): faces soft throughout the item,
-    taken as the sharp target, teach the net to keep faces soft."""
+    manifest. A person's own crops are left out when what was lent is ``SOFT_OWN`` times sharper
+    than their best reference here: faces soft throughout the item, taken as the sharp target,
+    teach the net to keep faces soft. (When linking left them no reference of their own, the
+    lent ones were only a little sharper than theirs, and theirs stay.)"""
     from refstar.align import resize_square
     from worker.stages.references import sharpness_of
 
@@ -98,7 +105,7 @@ def adaptation_set(crops_by_identity: dict[int, list[np.ndarray]], identities, r
         if not lent:
             continue
         own = [sharpness_of(x) for x in ident.references if not x.origin]
-        if not own or max(map(sharpness_of, lent)) >= min_gain * max(own):
+        if own and max(map(sharpness_of, lent)) >= SOFT_OWN * max(own):
             counts["own_crops_left_out"] += len(out.pop(ident.id, []))
         out.setdefault(ident.id, []).extend(resize_square(x.crop, side) for x in lent)
         counts["lent_crops"] += len(lent)
