@@ -118,7 +118,6 @@ def test_a_library_name_chooses_whom_to_restore(setup, tmp_path):
     assert m["counts"]["faces_restored"] == N and m["counts"]["faces_not_selected"] == 0
 
 
-
 # the default restorer=refstar adapted on its smallest crops and fewest steps: what is measured
 # is what the lent faces add, through guided's pass and the crops the net adapts on
 REFSTAR = ["progress=false", "restore.crop_size=128", "restorer=refstar", "restore.adapt_steps=10"]

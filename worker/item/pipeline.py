@@ -78,6 +78,12 @@ class Engine:
         return item_restorer_from(net, result.restorer, r)
 
 
+def median_side(crops_by_identity: dict[int, list[np.ndarray]], default: int) -> int:
+    """The median side (px) of an item's square crops; ``default`` when it has none."""
+    sides = [c.shape[0] for crops in crops_by_identity.values() for c in crops]
+    return int(np.median(sides)) if sides else default
+
+
 # a person's faces here count as soft throughout when what was lent is this many times sharper
 # than their best reference here (tests/test_library.py's soft clip: 21x under the sharp clip
 # linked to it, 300x under the library photo)
@@ -96,8 +102,7 @@ def adaptation_set(crops_by_identity: dict[int, list[np.ndarray]], identities, r
     from refstar.align import resize_square
     from worker.stages.references import sharpness_of
 
-    sides = [c.shape[0] for crops in crops_by_identity.values() for c in crops]
-    side = int(np.median(sides)) if sides else r.adapt_size
+    side = median_side(crops_by_identity, r.adapt_size)
     out = {k: list(v) for k, v in crops_by_identity.items()}
     counts = {"lent_crops": 0, "own_crops_left_out": 0}
     for ident in identities:
@@ -125,10 +130,7 @@ def adapt_net(crops_by_identity: dict[int, list[np.ndarray]], cfg: Config):
     # the net sees crop_size crops shrunk to adapt_size (or to the item's median face side), so
     # it must learn the degradations the item's faces have at that scale, not the recipe's at
     # full scale
-    side = r.adapt_size
-    if r.native:
-        sides = [c.shape[0] for crops in crops_by_identity.values() for c in crops]
-        side = int(np.median(sides)) if sides else side
+    side = median_side(crops_by_identity, r.adapt_size) if r.native else r.adapt_size
     ranges = rescale_ranges(ADAPT_RANGES, side / r.crop_size)
     pre = None
     if r.guide:  # the net learns to refine what guided makes of each degraded face
