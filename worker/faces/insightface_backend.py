@@ -166,12 +166,14 @@ class InsightFaceAnalyzer:
             x1, y1 = (int(max(0, v - _REFINE_GROW * side)) for v in box[:2])
             x2 = int(min(w, box[2] + _REFINE_GROW * side))
             y2 = int(min(h, box[3] + _REFINE_GROW * side))
-            crop = image[y1:y2, x1:x2]
-            up = max(1.0, _REFINE_MIN_SIDE / max(1, min(crop.shape[:2])))
-            if up > 1.0:
-                crop = cv2.resize(crop, None, fx=up, fy=up, interpolation=cv2.INTER_CUBIC)
+            # a box wholly outside the frame gives an empty crop: a negative end would wrap
+            # round to the far side, and cv2.resize fails on an empty one
+            crop = image[y1:max(y1, y2), x1:max(x1, x2)]
             kps = template_kps(box)
             if crop.size:
+                up = max(1.0, _REFINE_MIN_SIDE / min(crop.shape[:2]))
+                if up > 1.0:
+                    crop = cv2.resize(crop, None, fx=up, fy=up, interpolation=cv2.INTER_CUBIC)
                 dets, kpss = self.app.det_model.detect(np.ascontiguousarray(crop), max_num=0)
                 offset = np.array([x1, y1], np.float32)
                 centres = (dets[:, :2] + dets[:, 2:4]) / 2 / up + offset
