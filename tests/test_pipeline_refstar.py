@@ -149,4 +149,7 @@ def test_guide_restores_with_guided_then_the_net_adapted_to_refine_it(tmp_path):
     crops = {0: [rng.integers(0, 255, (64, 64, 3), np.uint8) for _ in range(3)]}
     net, info = adapt_net(crops, load_config(None, base + ["restorer=refstar", "restore.guide=true",
                                                            "restore.adapt_steps=2"]))
-    assert isinstance(item_restorer_from(net, info, cfg.restore), GuidedThenNet)
+    both = item_restorer_from(net, info, cfg.restore)
+    assert isinstance(both, GuidedThenNet) and info["people"] == [0]
+    # a person the net never learned is restored by guided alone
+    assert both.for_person(0) is both and both.for_person(1) is both.guided

@@ -159,6 +159,7 @@ def adapt_net(crops_by_identity: dict[int, list[np.ndarray]], cfg: Config):
                  "steps": rep.steps, "max_steps": rep.max_steps, "stopped": rep.stopped,
                  "stop_reason": why, "seconds": round(rep.seconds, 1),
                  "identities": rep.identities, "crops": rep.crops,
+                 "people": sorted(int(k) for k, v in crops_by_identity.items() if len(v) >= 2),
                  "losses": {k: round(float(v), 5) for k, v in rep.losses.items()}}
 
 
@@ -184,7 +185,7 @@ def item_restorer_from(net, info: dict, r):
     if info.get("guide"):
         from refstar.guided import GuidedRestorer
 
-        return GuidedThenNet(GuidedRestorer(strength=r.strength), restorer)
+        return GuidedThenNet(GuidedRestorer(strength=r.strength), restorer, info.get("people"))
     return restorer
 
 

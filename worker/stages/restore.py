@@ -99,14 +99,20 @@ class FaceRestoreStage:
         restored: dict[int, np.ndarray] = {}
         bs = max(1, self.cfg.restore.batch_size)
         self.runs += 1
-        for with_ref in (True, False):
-            group = [j for j, job in enumerate(jobs) if (job[1].reference in refs) == with_ref]
+        # a restorer may hand some people to another (GuidedThenNet: those its net never learned)
+        per_person = getattr(self.restorer, "for_person", lambda _identity: self.restorer)
+        groups: dict[tuple, list[int]] = {}
+        for j, job in enumerate(jobs):
+            restorer = per_person(job[1].identity)
+            groups.setdefault((job[1].reference in refs, id(restorer)), []).append(j)
+        for (with_ref, _), group in groups.items():
+            restorer = per_person(jobs[group[0]][1].identity)
             for start in range(0, len(group), bs):
                 chunk = group[start: start + bs]
                 lq = bgr_to_tensor([jobs[j][3] for j in chunk])
                 ref = (torch.cat([self._ref_tensor(refs[jobs[j][1].reference]) for j in chunk])
                        if with_ref else None)
-                out = self.restorer.restore(lq, ref).image
+                out = restorer.restore(lq, ref).image
                 if fidelity < 1:
                     out = lq + fidelity * (out - lq)
                 self.calls += 1
