@@ -36,6 +36,7 @@ class AdaptResult:
     crops: int
     losses: dict[str, float]
     work_size: int  # px: the crop side the net learned at, and the one to restore at
+    people: tuple[int, ...] = ()  # the identities it learned (those with two crops or more)
 
 
 def adapt_report(
@@ -88,7 +89,8 @@ def adapt_report(
     losses = trainer.fit()
     ema = trainer.ema.eval()
     return ema, AdaptResult(trainer.step, steps, trainer.stop_reason() or "steps",
-                            time.perf_counter() - t0, len(crops), n, losses, work)
+                            time.perf_counter() - t0, len(crops), n, losses, work,
+                            tuple(sorted(int(k) for k in crops)))
 
 
 def adapt(crops_by_identity: Mapping[int, Sequence[np.ndarray]], **kwargs) -> RefSTARNet:

@@ -65,13 +65,6 @@ def check_found(faces, truth, image, det_px: float) -> None:
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pack")
-    write_pack(root)
-    return root
-
-
-@pytest.fixture(scope="module")
 def root_batch_of_one(tmp_path_factory):
     """A pack whose recognizer takes one crop a run (its own root: packs are cached by root)."""
     root = tmp_path_factory.mktemp("pack_batch1")

@@ -47,13 +47,6 @@ def _analyzer(root, **kw):
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("insightface")
-    write_pack(root)
-    return root
-
-
-@pytest.fixture(scope="module")
 def analyzer(root):
     return _analyzer(root)
 

@@ -159,7 +159,7 @@ def adapt_net(crops_by_identity: dict[int, list[np.ndarray]], cfg: Config):
                  "steps": rep.steps, "max_steps": rep.max_steps, "stopped": rep.stopped,
                  "stop_reason": why, "seconds": round(rep.seconds, 1),
                  "identities": rep.identities, "crops": rep.crops,
-                 "people": sorted(int(k) for k, v in crops_by_identity.items() if len(v) >= 2),
+                 "people": list(rep.people),
                  "losses": {k: round(float(v), 5) for k, v in rep.losses.items()}}
 
 
