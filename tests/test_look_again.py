@@ -49,7 +49,10 @@ def clip(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_faces_measured_between_detections_are_measured_as_the_per_frame_path_does(clip):
+def test_faces_measured_between_detections_are_measured_as_the_per_frame_path_does(clip, monkeypatch):
+    from worker.stages import plan
+
+    monkeypatch.setattr(plan, "NEIGHBOUR_FRAMES", 0)  # the look-again rounds alone: neighbours below
     crop = ["restore.crop_size=256"]
     per_frame, _, none, _ = _plan(clip, crop, again=True)
     assert none == []  # the per-frame path searched every frame: nothing to look at again
@@ -106,3 +109,28 @@ def test_a_video_that_cannot_be_read_again_keeps_the_analysis_measures(clip, tmp
     assert look_again(str(tmp_path / "gone.mp4"), info, lambda: None, cfg)([face]) == []
     assert face.quality == 0.3
     assert "could not look again" in caplog.text and "gone.mp4" in caplog.text
+
+
+@pytest.mark.slow
+def test_a_reference_s_neighbours_are_measured_again(real_data, monkeypatch):
+    """LivePortrait d10, 150 frames: the per-frame path takes frame 46 (quality 0.3498; 48:
+    0.3479); the fast settings measured 46 at 0.3345 on a follow and, looking again only at the
+    best of each window, took 48. The neighbours of a reference within a tenth of its quality are
+    measured again, and the fast settings take the per-frame path's references."""
+    from worker.stages import plan
+
+    path = real_data / "videos" / "LivePortrait__driving_d10.mp4"
+    if not path.exists():
+        pytest.skip(f"{path} is absent")
+    _, ref, _, _ = _plan(path, [], again=True, frames=150)
+    per_frame = [sorted(r.frame for r in i.references) for i in ref]
+    assert 46 in per_frame[0] and 48 not in per_frame[0]
+    a, fast, asked, _ = _plan(path, FAST, again=True, frames=150)
+    assert [sorted(r.frame for r in i.references) for i in fast] == per_frame
+    assert (46, 0) in {(f, t) for f, t, _ in asked}
+    # the look-again budget plus the neighbours' allowance, far under the 150 frames
+    cap = max(LOOK_AGAIN_MAX, round(LOOK_AGAIN_SHARE * a.detector_frames))
+    assert len(asked) <= cap + max(8, round(plan.NEIGHBOUR_COST * a.detector_frames)) < 150 // 2
+    monkeypatch.setattr(plan, "NEIGHBOUR_FRAMES", 0)
+    _, without, _, _ = _plan(path, FAST, again=True, frames=150)
+    assert [sorted(r.frame for r in i.references) for i in without] != per_frame

@@ -49,6 +49,17 @@ def face_tracks(analysis: Analysis, cfg: Config) -> set[int]:
 LOOK_AGAIN_MARGIN = 0.5
 LOOK_AGAIN_MAX = 16
 LOOK_AGAIN_SHARE = 0.25
+# then the faces next to a reference (NEIGHBOUR_FRAMES either side, on its track) whose measure
+# is within NEIGHBOUR_SHARE of the reference's, at most NEIGHBOUR_COST times the detections the
+# analysis ran: the fast settings' references differed from the per-frame path's mostly by a
+# frame or a few (d10 46 -> 48, d6 85 -> 86, d20 115 -> 116, face_4 135 -> 136, s29 148 -> 144:
+# the per-frame path's measured 1-5 % under the one taken and never looked again). Measured with
+# the fast settings on the dev clips (150 frames): the same references on 11 -> 16 of 20 talking
+# heads (bench/bench_analysis.py; README, Analysis speed); a share of 0.15 gave one more and
+# took the crowd clip under x2
+NEIGHBOUR_FRAMES = 4
+NEIGHBOUR_SHARE = 0.1
+NEIGHBOUR_COST = 0.5
 
 
 def plan_video(analysis: Analysis, cfg: Config,
@@ -137,6 +148,10 @@ def _look_again(people: list[tuple[Identity, list[Candidate], list[float]]], ana
     ranked.sort(key=lambda r: r[:3])
     budget = max(LOOK_AGAIN_MAX, round(LOOK_AGAIN_SHARE * analysis.detector_frames))
     todo, looked = [f for *_, f in ranked[:budget]], set()
+    # the neighbours' own allowance: two a reference, at most NEIGHBOUR_COST times the detections
+    nearby = min(2 * cfg.references.top_k * len(people),
+                 max(cfg.references.top_k, round(NEIGHBOUR_COST * analysis.detector_frames)))
+    at = {(f.track, f.frame): f for f in analysis.faces if f.identity >= 0 and not f.skipped}
     while todo:
         budget -= len(todo)
         looked |= {id(f) for f in todo}
@@ -145,13 +160,36 @@ def _look_again(people: list[tuple[Identity, list[Candidate], list[float]]], ana
                                           + [c for c in fresh.values() if c.face.identity == ident.id],
                                           cfg.references), sharp)
                   for ident, cands, sharp in people]
-        todo = []
+        todo, close = [], {}
         for ident, cands, sharp in people:
             frames = {r.frame for r in select_references(ident.id, cands, cfg.references, sharp)[0]}
-            todo += [c.face for c in cands if c.face.frame in frames and c.face.frame not in analysis.searched
-                     and id(c.face) not in looked]
+            chosen = [c.face for c in cands if c.face.frame in frames]
+            todo += [f for f in chosen if f.frame not in analysis.searched and id(f) not in looked]
+            kept = {id(c.face) for c in cands} | looked
+            for f in chosen:
+                for g in _neighbours(f, at):
+                    if id(g) not in kept:
+                        close[id(g)] = max(close.get(id(g), (0.0, g))[0], g.quality / f.quality), g
         todo = todo[:max(budget, 0)]
+        taken = {id(f) for f in todo}
+        close = [g for _, g in sorted((v for k, v in close.items() if k not in taken), key=lambda v: -v[0])]
+        todo += close[:max(nearby, 0)]
+        nearby -= len(close[:max(nearby, 0)])
     return people
+
+
+def _neighbours(ref: Face, at: dict[tuple[int, int], Face]) -> list[Face]:
+    """The faces of ``ref``'s track (``at``: by track and frame) within NEIGHBOUR_FRAMES frames
+    of it whose measure is within NEIGHBOUR_SHARE of its own: a frame next to a reference looks
+    like it, and a follow's measure is a few percent off (one on a searched frame is measured
+    again only to get back the crop the analysis's pool let go)."""
+    out = []
+    for d in range(1, NEIGHBOUR_FRAMES + 1):
+        for k in (ref.frame - d, ref.frame + d):
+            g = at.get((ref.track, k))
+            if g is not None and g.quality >= (1 - NEIGHBOUR_SHARE) * ref.quality:
+                out.append(g)
+    return out
 
 
 def _best_per_track(cands: list[Candidate], cfg: ReferenceConfig) -> list[Candidate]:
