@@ -6,7 +6,9 @@ frames a track's box moves with the image (:func:`moved_box`), both for matching
 for following the face by landmarks where no detection has it.
 
 Embedding a face costs far more than finding its landmarks (dlib: ~70 ms against ~1-3 ms), so a
-tracked face is embedded at its track's start, every ``embed_every`` frames, and whenever the
+tracked face is embedded at its track's start, every ``embed_every`` frames (half as many under
+``SMALL_FACE_PX``: a small face's embedding is noisier, and a track's mean of a few of them put
+two people of the crowd clip within the clustering distance), and whenever the
 track is in doubt: its box overlaps another face or track, or the face no longer looks like the
 track's last one (:func:`look`, a 32 px aligned grey patch, normalised correlation under
 ``LOOK_MIN``). In between, the patch vouches that the landmarks still sit on the same face.
@@ -123,6 +125,17 @@ class ShotCutDetector:
         if prev is None:
             return False
         return cv2.compareHist(prev, hist, cv2.HISTCMP_BHATTACHARYYA) > self.threshold
+
+
+# box side, px, under which a followed face is embedded twice as often (``Tracker._fresh``): on the
+# 1080p crowd clip (faces of 50-150 px) the fast settings then find the per-frame path's 7 people,
+# not 6, at x2.03 against x2.07 the per-frame speed (bench/bench_analysis.py, both beside a suite)
+SMALL_FACE_PX = 100
+
+
+def _side(box: np.ndarray) -> float:
+    """The longer side of an (x0, y0, x1, y1) box, px."""
+    return float(max(box[2] - box[0], box[3] - box[1]))
 
 
 @dataclass
@@ -252,7 +265,9 @@ class Tracker:
         return tr is None or self.cfg.embed_every <= 1 or not self._fresh(tr, frame, patch)
 
     def _fresh(self, tr: _Track, frame: int, patch: np.ndarray) -> bool:
-        return frame - tr.embedded_at < self.cfg.embed_every and alike(patch, tr.patch)
+        # a small face's embedding is noisy (dlib's chip is upsampled from it): half the interval
+        every = self.cfg.embed_every if _side(tr.box) >= SMALL_FACE_PX else max(1, self.cfg.embed_every // 2)
+        return frame - tr.embedded_at < every and alike(patch, tr.patch)
 
     def cut(self) -> None:
         """A shot cut: no track continues across it."""
