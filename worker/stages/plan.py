@@ -160,7 +160,7 @@ def _look_again(people: list[tuple[Identity, list[Candidate], list[float]]], ana
                                           + [c for c in fresh.values() if c.face.identity == ident.id],
                                           cfg.references), sharp)
                   for ident, cands, sharp in people]
-        todo, close = [], {}
+        todo, close = [], {}  # close: id -> (best measure over a chosen neighbour's, face)
         for ident, cands, sharp in people:
             frames = {r.frame for r in select_references(ident.id, cands, cfg.references, sharp)[0]}
             chosen = [c.face for c in cands if c.face.frame in frames]
@@ -172,9 +172,10 @@ def _look_again(people: list[tuple[Identity, list[Candidate], list[float]]], ana
                         close[id(g)] = max(close.get(id(g), (0.0, g))[0], g.quality / f.quality), g
         todo = todo[:max(budget, 0)]
         taken = {id(f) for f in todo}
-        close = [g for _, g in sorted((v for k, v in close.items() if k not in taken), key=lambda v: -v[0])]
-        todo += close[:max(nearby, 0)]
-        nearby -= len(close[:max(nearby, 0)])
+        extra = [g for _, g in sorted((v for k, v in close.items() if k not in taken), key=lambda v: -v[0])]
+        extra = extra[:max(nearby, 0)]
+        todo += extra
+        nearby -= len(extra)
     return people
 
 

@@ -129,13 +129,8 @@ class ShotCutDetector:
 
 # box side, px, under which a followed face is embedded twice as often (``Tracker._fresh``): on the
 # 1080p crowd clip (faces of 50-150 px) the fast settings then find the per-frame path's 7 people,
-# not 6, at x2.03 against x2.07 the per-frame speed (bench/bench_analysis.py, both beside a suite)
+# not 6, at x2.03 the per-frame speed against x2.07 before (bench/bench_analysis.py, beside a suite)
 SMALL_FACE_PX = 100
-
-
-def _side(box: np.ndarray) -> float:
-    """The longer side of an (x0, y0, x1, y1) box, px."""
-    return float(max(box[2] - box[0], box[3] - box[1]))
 
 
 @dataclass
@@ -266,7 +261,8 @@ class Tracker:
 
     def _fresh(self, tr: _Track, frame: int, patch: np.ndarray) -> bool:
         # a small face's embedding is noisy (dlib's chip is upsampled from it): half the interval
-        every = self.cfg.embed_every if _side(tr.box) >= SMALL_FACE_PX else max(1, self.cfg.embed_every // 2)
+        side = max(tr.box[2] - tr.box[0], tr.box[3] - tr.box[1])
+        every = self.cfg.embed_every if side >= SMALL_FACE_PX else max(1, self.cfg.embed_every // 2)
         return frame - tr.embedded_at < every and alike(patch, tr.patch)
 
     def cut(self) -> None:
