@@ -1,12 +1,12 @@
 """Analysis speed against the per-frame path, and what the faster settings cost.
 
-    python bench/bench_analysis.py [VIDEO ...] [--frames 150] [--set K=V ...] [--actors]
+    python bench/bench_analysis.py [VIDEO ...] [--frames 150] [--set K=V ...] [--actors] [--shift PX]
 
 Runs pass 1 (decode, detect or refine, landmarks, embedding, quality, tracking) and the planning
 step (identities, references, with the contenders measured between detections measured again:
 ``worker.stages.analyse.look_again``), both timed, on each clip (default: every clip of
 ``../shared/data/videos``) twice: the per-frame path (detector and embedding on every face of every frame:
-``detect.stride=1 track.embed_every=1``), then with ``--set`` (default: the worker's defaults).
+``detect.stride=1 track.embed_every=1 detect.thorough_every=1``), then with ``--set`` (default: the worker's defaults).
 Per clip: frames/s of both and the speed-up; face recall (the share of per-frame faces the fast
 run also has, IoU >= 0.5 in the same frame), the same share of the per-frame faces that dlib's CNN
 face detector confirms on their aligned crops ("faces": the per-frame path follows some tracks
@@ -20,6 +20,11 @@ over the per-frame path's, both as the per-frame path measured them), and whethe
 best reference of the per-frame path is among the fast run's (within NEAR_FRAMES frames; where
 not, the quality of the fast run's best over it, both as the per-frame path measured them).
 
+``--shift PX`` also runs the per-frame path on each clip's frames moved PX px right and down
+(the edge pixels repeated; the same faces, the detector's grid and the landmark fits' starting
+boxes a few px off) and compares it with the unmoved per-frame run the same way: how far the
+per-frame path agrees with itself, the yardstick for the fast run's agreement with it.
+
 The film projection: a 100-minute 24 fps film (144,000 frames) at the mean frames/s of the clips
 of 720 px or more, on 2 cores, and on a 16-core node with one single-threaded analysis actor a
 core. ``--actors`` measures that scaling here: one clip analysed by one process, then by two at
@@ -29,6 +34,7 @@ once (Ray's actors are processes), and prints the throughput ratio.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import multiprocessing as mp
 import sys
@@ -49,25 +55,38 @@ from worker.stages.analyse import analyse_video, look_again  # noqa: E402
 from worker.stages.plan import plan_video  # noqa: E402
 from worker.stages.track import iou  # noqa: E402
 
-PER_FRAME = ["detect.stride=1", "track.embed_every=1"]
+PER_FRAME = ["detect.stride=1", "track.embed_every=1", "detect.thorough_every=1"]
 FILM_FRAMES = 100 * 60 * 24
 # references "near": each within this many frames of one of the per-frame path's (a neighbouring
 # frame of the same moment, whose quality differs by the landmark noise)
 NEAR_FRAMES = 2
 
 
-def run(path: str, sets: list[str], frames: int) -> dict:
+def run(path: str, sets: list[str], frames: int, shift: int = 0) -> dict:
+    """One analysis and planning of the first ``frames`` frames of ``path`` with ``sets``;
+    ``shift`` > 0: on the frames moved that many px right and down (edge pixels repeated), the
+    faces' boxes and points moved back (the per-frame path only: nothing is looked at again)."""
     engine = Engine(load_config(None, ["progress=false", *sets]))
     cfg, analyzer = engine.cfg, engine.analyzer  # thresholds calibrated for the backend
     info = probe_video(path, cfg.limits)
     t = time.perf_counter()
-    a = analyse_video(path, info, analyzer, cfg, itertools.islice(iter_frames(path, info), frames))
+    decoded = itertools.islice(iter_frames(path, info), frames)
+    a = analyse_video(path, info, analyzer, cfg, _shifted(decoded, shift) if shift else decoded)
     # the candidates measured between detections are measured again, as the worker does
-    people = plan_video(a, cfg, look_again(path, info, lambda: analyzer, cfg))
+    people = plan_video(a, cfg, None if shift else look_again(path, info, lambda: analyzer, cfg))
     seconds = time.perf_counter() - t
+    for f in a.faces if shift else []:
+        f.bbox, f.kps = f.bbox - shift, f.kps - shift
     refs = {i.id: sorted(r.frame for r in i.references) for i in people}
     best = {i.id: min(i.references, key=lambda r: r.rank).frame for i in people if i.references}
     return {"a": a, "s": seconds, "people": people, "refs": refs, "best": best, "height": info.height}
+
+
+def _shifted(frames, px: int):
+    for fr in frames:
+        h, w = fr.image.shape[:2]
+        moved = np.pad(fr.image, ((px, 0), (px, 0), (0, 0)), mode="edge")[:h, :w]
+        yield dataclasses.replace(fr, image=np.ascontiguousarray(moved))
 
 
 def confirm(path: str, faces: list, frames: int) -> set[int]:
@@ -144,6 +163,38 @@ def compare(ref: dict, fast: dict, faces: set[int] | None = None) -> dict:
             "same_faces": n == len(fast["a"].faces) == len(pairs) and not any(err)}
 
 
+def _agreement(c: dict) -> str:
+    return f"{c['recall']:6.3f} {c['recall_faces']:6.3f} {c['lm_err']:5.2f}"
+
+
+def _sameness(c: dict) -> str:
+    refs = "" if c["same_refs"] else (" (near" if c["near_refs"] else " (other frames") + \
+        f"; their quality x{c['ref_quality']:.3f})"
+    refs += "" if c["best_kept"] else f" (best: x{c['best_quality']:.3f} the per-frame best's quality)"
+    keys = ("same_faces", "same_tracks", "same_people", "same_refs", "best_kept")
+    return "/".join("yes" if c[k] else "NO" for k in keys) + refs
+
+
+def _summary(rows: list[dict]) -> str:
+    n = len(rows)
+    return (f"recall mean {np.mean([r['recall'] for r in rows]):.3f} (least {min(r['recall'] for r in rows):.3f}), "
+            f"of the confirmed faces {np.mean([r['recall_faces'] for r in rows]):.3f} "
+            f"(least {min(r['recall_faces'] for r in rows):.3f}); "
+            f"same faces {sum(r['same_faces'] for r in rows)}/{n}, same tracks {sum(r['same_tracks'] for r in rows)}/{n}, "
+            f"same identities {sum(r['same_people'] for r in rows)}/{n}, "
+            f"same references {sum(r['same_refs'] for r in rows)}/{n} "
+            f"(within {NEAR_FRAMES} frames {sum(r['near_refs'] for r in rows)}/{n}; where they "
+            f"differ, their quality x{_least(r['ref_quality'] for r in rows):.3f} at least), "
+            f"each person's best reference kept {sum(r['best_kept'] for r in rows)}/{n} (where not, the "
+            f"other run's best has x{_least(r['best_quality'] for r in rows if not r['best_kept']):.3f} "
+            f"its quality at least)")
+
+
+def _least(values) -> float:
+    """The least of ``values`` that is a number; nan when none is."""
+    return min((v for v in values if not np.isnan(v)), default=float("nan"))
+
+
 def _near(a: list[int], b: list[int], frames: int = NEAR_FRAMES) -> bool:
     """Whether two lists of reference frames pair up one to one within ``frames`` of each other."""
     return len(a) == len(b) and all(abs(x - y) <= frames for x, y in zip(sorted(a), sorted(b), strict=True))
@@ -176,6 +227,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=150)
     ap.add_argument("--set", action="append", default=[], metavar="K=V", help="the fast run's config")
     ap.add_argument("--actors", action="store_true", help="also measure 1 -> 2 analysis processes")
+    ap.add_argument("--shift", type=int, default=0, metavar="PX",
+                    help="also run the per-frame path on the frames moved PX px and compare it with itself")
     args = ap.parse_args()
     clips = args.videos or [str(p) for p in sorted((real_data_root() / "videos").glob("*.mp4"))]
     if not clips:
@@ -183,35 +236,28 @@ def main() -> None:
     print(f"fast run: {' '.join(args.set) or 'the defaults'}; {args.frames} frames a clip")
     print(f"{'clip':44} {'px':>5} {'fps 1':>6} {'fps':>6} {'x':>5} {'recall':>6} {'faces':>6} {'lm %':>5} "
           f"{'embedded':>9} {'people':>7} same faces/tracks/ids/refs/best ref kept")
-    rows = []
+    rows, selves = [], []
     for path in clips:
         ref, fast = run(path, PER_FRAME, args.frames), run(path, args.set, args.frames)
-        c = compare(ref, fast, confirm(path, ref["a"].faces, args.frames))
+        confirmed = confirm(path, ref["a"].faces, args.frames)
+        c = compare(ref, fast, confirmed)
         n = ref["a"].n_frames
         row = {"clip": Path(path).stem, "height": ref["height"], "fps1": n / ref["s"], "fps": n / fast["s"], **c}
         rows.append(row)
-        refs = "" if c["same_refs"] else (" (near" if c["near_refs"] else " (other frames") + \
-            f"; their quality x{c['ref_quality']:.3f})"
-        refs += "" if c["best_kept"] else f" (best: x{c['best_quality']:.3f} the per-frame best's quality)"
         print(f"{row['clip'][-44:]:44} {row['height']:5d} {row['fps1']:6.2f} {row['fps']:6.2f} "
-              f"{row['fps'] / row['fps1']:5.2f} {c['recall']:6.3f} {c['recall_faces']:6.3f} {c['lm_err']:5.2f} "
+              f"{row['fps'] / row['fps1']:5.2f} {_agreement(c)} "
               f"{fast['a'].embedded:4d}/{len(fast['a'].faces):<4d} {len(ref['people']):3d}/{len(fast['people']):<3d} "
-              f"{'/'.join('yes' if c[k] else 'NO' for k in ('same_faces', 'same_tracks', 'same_people', 'same_refs', 'best_kept'))}"
-              f"{refs}", flush=True)
+              f"{_sameness(c)}", flush=True)
+        if args.shift:
+            again = run(path, PER_FRAME, args.frames, args.shift)
+            selves.append(compare(ref, again, confirmed))
+            print(f"{'  per frame, moved ' + str(args.shift) + ' px':44} {'':5} {'':6} {'':6} {'':5} "
+                  f"{_agreement(selves[-1])} {'':9} {len(ref['people']):3d}/{len(again['people']):<3d} "
+                  f"{_sameness(selves[-1])}", flush=True)
     speed = [r["fps"] / r["fps1"] for r in rows]
-    print(f"speed-up mean x{np.mean(speed):.2f} (least x{min(speed):.2f}); recall mean "
-          f"{np.mean([r['recall'] for r in rows]):.3f} (least {min(r['recall'] for r in rows):.3f}), of the "
-          f"confirmed faces {np.mean([r['recall_faces'] for r in rows]):.3f} "
-          f"(least {min(r['recall_faces'] for r in rows):.3f}); "
-          f"same faces {sum(r['same_faces'] for r in rows)}/{len(rows)}, "
-          f"same tracks {sum(r['same_tracks'] for r in rows)}/{len(rows)}, "
-          f"same identities {sum(r['same_people'] for r in rows)}/{len(rows)}, "
-          f"same references {sum(r['same_refs'] for r in rows)}/{len(rows)} "
-          f"(within {NEAR_FRAMES} frames {sum(r['near_refs'] for r in rows)}/{len(rows)}; where they "
-          f"differ, their quality x{np.nanmin([r['ref_quality'] for r in rows]):.3f} at least), "
-          f"each person's best reference kept {sum(r['best_kept'] for r in rows)}/{len(rows)} (where "
-          f"not, the fast run's best has x{np.nanmin([r['best_quality'] for r in rows if not r['best_kept']] or [np.nan]):.3f} "
-          f"its quality at least)")
+    print(f"speed-up mean x{np.mean(speed):.2f} (least x{min(speed):.2f}); {_summary(rows)}")
+    if selves:
+        print(f"the per-frame path against itself on frames moved {args.shift} px: {_summary(selves)}")
     big = [r for r in rows if r["height"] >= 720] or rows
     for key, name in (("fps1", "per-frame"), ("fps", "fast")):
         fps = float(np.mean([r[key] for r in big]))

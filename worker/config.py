@@ -27,12 +27,13 @@ class DetectConfig:
     upsample: int = 1  # dlib: upsample the detection image this many times (finds small faces)
     max_side: int = 1280  # detect on a copy downscaled so its longer side is at most this, px
     # videos: run the detector at most every N frames and follow the faces in between; after a
-    # detection that found someone new it runs on the next frame, the gap doubling back up to N
-    stride: int = 1
+    # detection that found someone new it runs on the next frame, the gap doubling back up to N;
+    # with thorough_every=1 and track.embed_every=1, 1 is the per-frame path (README, Analysis speed)
+    stride: int = 5
     # videos: of every N detections only one looks for faces of every size; the others look only
     # for faces about as large as the smallest tracked one (dlib: no upsampling, a coarser copy;
     # several times cheaper); 1 = every detection looks for every size
-    thorough_every: int = 1
+    thorough_every: int = 3
     min_score: float = 0.0  # drop detections below this score (0..1)
     # dlib: fit the 68 points again this many times from the box they imply (worker.faces.
     # dlib_backend.box_from_68), so that they depend far less on the box the fit started from
@@ -56,7 +57,7 @@ class TrackConfig:
     smooth_window: int = 5  # frames in the centred landmark smoothing window (odd; 1 = off)
     # videos: embed a tracked face at most every N frames while it keeps looking like itself (the
     # embedding is most of a face's analysis cost); 1 = every face of every frame
-    embed_every: int = 1
+    embed_every: int = 10
 
 
 @dataclass(frozen=True)
