@@ -148,7 +148,8 @@ def _look_again(people: list[tuple[Identity, list[Candidate], list[float]]], ana
     ranked.sort(key=lambda r: r[:3])
     budget = max(LOOK_AGAIN_MAX, round(LOOK_AGAIN_SHARE * analysis.detector_frames))
     todo, looked = [f for *_, f in ranked[:budget]], set()
-    # the neighbours' own allowance: two a reference, at most NEIGHBOUR_COST times the detections
+    # the neighbours' own allowance: twice the references the people may have (top_k each), and
+    # at most NEIGHBOUR_COST times the detections the analysis ran (top_k if more)
     nearby = min(2 * cfg.references.top_k * len(people),
                  max(cfg.references.top_k, round(NEIGHBOUR_COST * analysis.detector_frames)))
     at = {(f.track, f.frame): f for f in analysis.faces if f.identity >= 0 and not f.skipped}
