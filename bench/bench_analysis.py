@@ -47,7 +47,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import real_data_root  # noqa: E402
-from worker.config import load_config  # noqa: E402
+from worker.config import PER_FRAME, load_config  # noqa: E402
 from worker.faces.verify import face_confidence_at  # noqa: E402
 from worker.item.pipeline import Engine  # noqa: E402
 from worker.media.video import iter_frames, probe_video  # noqa: E402
@@ -55,7 +55,6 @@ from worker.stages.analyse import analyse_video, look_again  # noqa: E402
 from worker.stages.plan import plan_video  # noqa: E402
 from worker.stages.track import iou  # noqa: E402
 
-PER_FRAME = ["detect.stride=1", "track.embed_every=1", "detect.thorough_every=1"]
 FILM_FRAMES = 100 * 60 * 24
 # references "near": each within this many frames of one of the per-frame path's (a neighbouring
 # frame of the same moment, whose quality differs by the landmark noise)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from worker.config import TrackConfig, load_config
+from worker.config import PER_FRAME, TrackConfig, load_config
 from worker.item.pipeline import Engine
 from worker.media.video import probe_video
 from worker.records import Face
@@ -103,9 +103,8 @@ def _analyse(path, *sets):
 
 
 def test_per_track_embedding_keeps_the_faces_people_and_references(clip):
-    every = ["detect.stride=1", "detect.thorough_every=1"]  # the detector on every frame
-    full, full_refs = _analyse(clip, *every, "track.embed_every=1")
-    lazy, lazy_refs = _analyse(clip, *every, "track.embed_every=8")
+    full, full_refs = _analyse(clip, *PER_FRAME)
+    lazy, lazy_refs = _analyse(clip, *PER_FRAME, "track.embed_every=8")  # the detector still on every frame
     # per frame: every face, and the look at the first person's place once they left (refused)
     assert len(full.faces) == 15 * 2 + 15 and full.embedded == len(full.faces) + 1
     assert lazy.embedded <= 10  # per track: its start and every 8 frames, and that look (measured 7)

@@ -9,7 +9,7 @@ import itertools
 import numpy as np
 import pytest
 
-from worker.config import load_config
+from worker.config import PER_FRAME, load_config
 from worker.item.pipeline import Engine
 from worker.media.video import iter_frames, probe_video
 from worker.stages.analyse import analyse_video, look_again
@@ -19,7 +19,6 @@ from worker.stages.track import iou
 from worker.synthetic import FaceScene, write_video
 
 FAST = ["detect.stride=5", "track.embed_every=10", "detect.thorough_every=3"]  # the defaults, spelled out
-PER_FRAME = ["detect.stride=1", "track.embed_every=1", "detect.thorough_every=1"]
 
 
 def _plan(path, sets, again: bool, frames=None):
@@ -55,7 +54,7 @@ def test_faces_measured_between_detections_are_measured_as_the_per_frame_path_do
 
     monkeypatch.setattr(plan, "NEIGHBOUR_FRAMES", 0)  # the look-again rounds alone: neighbours below
     crop = ["restore.crop_size=256"]
-    per_frame, _, none, _ = _plan(clip, crop + PER_FRAME, again=True)
+    per_frame, _, none, _ = _plan(clip, crop + list(PER_FRAME), again=True)
     assert none == []  # the per-frame path searched every frame: nothing to look at again
     fast, _, asked, given = _plan(clip, crop + FAST, again=True)
     assert asked and len(asked) <= max(LOOK_AGAIN_MAX, round(LOOK_AGAIN_SHARE * fast.detector_frames))
@@ -88,7 +87,7 @@ def test_the_fast_settings_pick_the_per_frame_paths_references_on_a_real_talking
     if not path.exists():
         pytest.skip(f"{path} is absent")
     one = ["references.top_k=1"]  # the best one: the others are near it in frames and quality
-    a, ref, _, _ = _plan(path, PER_FRAME + one, again=True, frames=130)
+    a, ref, _, _ = _plan(path, [*PER_FRAME, *one], again=True, frames=130)
     _, fast, asked, _ = _plan(path, FAST + one, again=True, frames=130)
     assert 2 <= len(asked) <= LOOK_AGAIN_MAX
     assert [sorted(r.frame for r in i.references) for i in ref] == [[120]]
@@ -123,7 +122,7 @@ def test_a_reference_s_neighbours_are_measured_again(real_data, monkeypatch):
     path = real_data / "videos" / "LivePortrait__driving_d10.mp4"
     if not path.exists():
         pytest.skip(f"{path} is absent")
-    _, ref, _, _ = _plan(path, PER_FRAME, again=True, frames=150)
+    _, ref, _, _ = _plan(path, list(PER_FRAME), again=True, frames=150)
     per_frame = [sorted(r.frame for r in i.references) for i in ref]
     assert 46 in per_frame[0] and 48 not in per_frame[0]
     a, fast, asked, _ = _plan(path, FAST, again=True, frames=150)

@@ -21,7 +21,7 @@ from tests.test_segments import gop_video
 from worker import storage
 from worker.cluster.ray_pools import PoolOptions, Pools, fan_out
 from worker.collection import archive
-from worker.config import load_config
+from worker.config import PER_FRAME, load_config
 from worker.item.pipeline import restore_item
 from worker.media.video import audio_packet_digests, iter_frames
 
@@ -32,7 +32,6 @@ pytestmark = pytest.mark.slow
 # detector on every frame, because only then is the job's output the single machine's to the
 # pixel: with a stride (the default) each segment's actor detects at the segment's first frame,
 # where one process may follow the faces (test_the_default_analysis_looks_again_on_the_driver)
-PER_FRAME = ["detect.stride=1", "track.embed_every=1", "detect.thorough_every=1"]
 SETS = ["progress=false", "restore.crop_size=256", "output.crf=0", *PER_FRAME]
 # the pools as a user gets them (sized from the 2-CPU cluster); short segments, so that videos
 # are split over the actors

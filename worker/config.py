@@ -20,6 +20,11 @@ class ConfigError(ValueError):
     """A config file or override that cannot be applied; the message names the key."""
 
 
+# the overrides that give the per-frame analysis path (detector, landmarks and embedding on every
+# face of every frame), the yardstick of the faster defaults (README, Analysis speed)
+PER_FRAME = ("detect.stride=1", "detect.thorough_every=1", "track.embed_every=1")
+
+
 @dataclass(frozen=True)
 class DetectConfig:
     backend: str = "dlib"  # "dlib" (offline default) | "insightface"
@@ -28,7 +33,7 @@ class DetectConfig:
     max_side: int = 1280  # detect on a copy downscaled so its longer side is at most this, px
     # videos: run the detector at most every N frames and follow the faces in between; after a
     # detection that found someone new it runs on the next frame, the gap doubling back up to N;
-    # with thorough_every=1 and track.embed_every=1, 1 is the per-frame path (README, Analysis speed)
+    # 1 with thorough_every=1 and track.embed_every=1 is the per-frame path (PER_FRAME)
     stride: int = 5
     # videos: of every N detections only one looks for faces of every size; the others look only
     # for faces about as large as the smallest tracked one (dlib: no upsampling, a coarser copy;

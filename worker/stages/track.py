@@ -127,7 +127,8 @@ class ShotCutDetector:
         return cv2.compareHist(prev, hist, cv2.HISTCMP_BHATTACHARYYA) > self.threshold
 
 
-# box side, px, under which a followed face is embedded twice as often (``Tracker._fresh``): on the
+# box side, px, under which a followed face is embedded twice as often (``Tracker._fresh``; dlib's
+# 150 px chip is upsampled from such a face, and its embedding is noisier): on the
 # 1080p crowd clip (faces of 50-150 px) the fast settings then find the per-frame path's 7 people,
 # not 6, at x2.03 the per-frame speed against x2.07 before (bench/bench_analysis.py, beside a suite)
 SMALL_FACE_PX = 100
@@ -260,7 +261,6 @@ class Tracker:
         return tr is None or self.cfg.embed_every <= 1 or not self._fresh(tr, frame, patch)
 
     def _fresh(self, tr: _Track, frame: int, patch: np.ndarray) -> bool:
-        # a small face's embedding is noisy (dlib's chip is upsampled from it): half the interval
         side = max(tr.box[2] - tr.box[0], tr.box[3] - tr.box[1])
         every = self.cfg.embed_every if side >= SMALL_FACE_PX else max(1, self.cfg.embed_every // 2)
         return frame - tr.embedded_at < every and alike(patch, tr.patch)
