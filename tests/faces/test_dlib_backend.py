@@ -13,12 +13,14 @@ import pytest
 from worker.config import DetectConfig
 from worker.faces.base import FaceAnalyzer, make_analyzer
 from worker.faces.dlib_backend import (
+    _hog,
     box_from_68,
     kps5_from_68,
     margin_to_score,
     points68,
     to_dlib_rgb,
 )
+from worker.faces.hog_levels import levels_to_skip, run_from_level
 from worker.stages.track import iou
 
 IMAGES = (
@@ -218,3 +220,38 @@ def test_a_quick_detection_finds_the_faces_at_least_min_face_wide():
         assert iou(f.bbox[None], q.bbox[None])[0, 0] >= 0.7
         assert np.abs(f.kps - q.kps).mean() <= 0.01 * (f.bbox[2] - f.bbox[0])
     assert analyzer.analyze(big, min_face=2 * max(sides)) == []
+
+
+@pytest.mark.parametrize(("zoom", "upsample"), [(2.0, 0), (2.0, 1), (0.6, 2)])
+def test_looking_for_faces_of_a_size_finds_them_as_the_whole_search_does(zoom, upsample):
+    """t1's six faces zoomed so that the pyramid's largest levels cannot hold them: told each
+    face's size (``near``), the detector skips those levels (most of its work) and still returns
+    that face at the box and score of the whole search, with the same landmarks."""
+    image = cv2.resize(cv2.imread(str(IMAGES / "t1.jpg")), None, fx=zoom, fy=zoom, interpolation=cv2.INTER_CUBIC)
+    analyzer = make_analyzer(DetectConfig(max_side=3000, upsample=upsample))
+    whole = analyzer.analyze(image, embed=False)
+    assert len(whole) == 6
+    rgb = np.ascontiguousarray(to_dlib_rgb(image))
+    for face in whole:
+        side = float(min(face.bbox[2] - face.bbox[0], face.bbox[3] - face.bbox[1]))
+        assert levels_to_skip(side, upsample) >= 2
+        same = [g for g in analyzer.analyze(image, embed=False, near=side) if np.array_equal(g.bbox, face.bbox)]
+        assert len(same) == 1
+        assert same[0].det_score == face.det_score and np.array_equal(same[0].kps, face.kps)
+        # and it came from the skipping search (which gives up, for a whole search, when unsure)
+        rects, margins = run_from_level(_hog(), rgb, upsample, levels_to_skip(side, upsample))
+        boxes = [[r.left(), r.top(), r.right() + 1, r.bottom() + 1] for r in rects]
+        assert face.bbox.tolist() in boxes
+
+
+def test_levels_to_skip_leaves_the_levels_of_faces_half_as_wide():
+    """A face is found at the level where its box is the detector's 72 px: the levels skipped
+    hold only faces under half the size looked for, and small faces skip nothing."""
+    from worker.faces.hog_levels import LEVEL_RATIO, WINDOW_SIDE
+
+    for side in (100.0, 220.0, 700.0):
+        for upsample in (0, 1):
+            skip = levels_to_skip(side, upsample)
+            largest_skipped = WINDOW_SIDE * LEVEL_RATIO ** (skip - 1) / 2**upsample
+            assert skip == 0 or largest_skipped < 0.5 * side
+    assert levels_to_skip(60.0, 0) == 0 and levels_to_skip(0.0, 1) == 0

@@ -28,12 +28,15 @@ class FaceAnalyzer(Protocol):
     identity_max_dist: float  # calibrated cosine distance for IdentityConfig.max_dist
     track_max_embed_dist: float  # calibrated cosine distance for TrackConfig.max_embed_dist
 
-    def analyze(self, image: np.ndarray, embed: bool = True, min_face: float = 0.0) -> list[Face]:
+    def analyze(self, image: np.ndarray, embed: bool = True, min_face: float = 0.0,
+                near: float = 0.0) -> list[Face]:
         """Detect every face in ``image`` (H, W, 3 BGR uint8, upright) and return them sorted by
         the left edge of their box (x1, pixels), each with landmarks and (``embed``) an
         embedding; without ``embed`` the embedding is None, for :meth:`embed` to fill in.
         ``min_face``: the smallest box side (pixels) the caller needs found; a backend may then
-        search a cheaper, coarser scale (0: every size it can find)."""
+        search a cheaper, coarser scale (0: every size it can find). ``near``: the box side
+        (pixels) of the faces the caller looks for: a backend may leave out faces under about
+        half that, provided those it returns are found as a search for every size finds them."""
         ...
 
     def refine(

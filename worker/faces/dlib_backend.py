@@ -20,6 +20,7 @@ import numpy as np
 from worker.config import DetectConfig
 from worker.errors import ModelError
 from worker.faces.base import sort_by_x, unit
+from worker.faces.hog_levels import levels_to_skip, run_from_level
 from worker.records import Face
 
 EMBED_DIM = 128
@@ -150,12 +151,15 @@ class DlibAnalyzer:
         _shape68()
         _encoder()
 
-    def detect(self, rgb: np.ndarray, min_face: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    def detect(self, rgb: np.ndarray, min_face: float = 0.0, near: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
         """Boxes ((N, 4) float32 x1, y1, x2, y2 full-resolution pixels) and scores ((N,) 0..1) of
         the faces in an RGB image, detected on a copy whose longer side is <= cfg.max_side.
         ``min_face`` (box side, full-resolution px): when faces that small are still
         ``QUICK_FACE_PX`` wide without upsampling, HOG runs without it, on a copy scaled so that
-        such a face is that wide (each halving of the side makes it about 4x cheaper)."""
+        such a face is that wide (each halving of the side makes it about 4x cheaper).
+        ``near`` (box side, full-resolution px; with HOG and no ``min_face``): the faces that wide
+        come out at the boxes and scores of a full search, while the pyramid levels that only
+        hold faces under about half that are skipped (``worker.faces.hog_levels``)."""
         h, w = rgb.shape[:2]
         scale = min(1.0, self.cfg.max_side / max(h, w))
         upsample = self.cfg.upsample
@@ -165,7 +169,13 @@ class DlibAnalyzer:
         if scale < 1.0:
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
             small = np.ascontiguousarray(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA))
-        if self.cfg.dlib_detector == "hog":
+        found = None
+        if near > 0 and not min_face and self.cfg.dlib_detector == "hog":
+            skip = levels_to_skip(near * scale, upsample)
+            found = run_from_level(_hog(), small, upsample, skip) if skip else None
+        if found is not None:
+            rects, margins = found
+        elif self.cfg.dlib_detector == "hog":
             rects, margins, _ = _hog().run(small, upsample, 0.0)
         else:
             dets = _cnn()(small, self.cfg.upsample)
@@ -224,9 +234,10 @@ class DlibAnalyzer:
             )
         return faces
 
-    def analyze(self, image: np.ndarray, embed: bool = True, min_face: float = 0.0) -> list[Face]:
+    def analyze(self, image: np.ndarray, embed: bool = True, min_face: float = 0.0,
+                near: float = 0.0) -> list[Face]:
         rgb = to_dlib_rgb(image)
-        boxes, scores = self.detect(rgb, min_face)
+        boxes, scores = self.detect(rgb, min_face, near)
         return sort_by_x(self._describe(rgb, boxes, scores, detected=True, embed=embed))
 
     def refine(

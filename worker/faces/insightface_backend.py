@@ -109,8 +109,9 @@ class InsightFaceAnalyzer:
             raise ModelError(f"insightface pack in {pack_dir(cfg)} has no recognition model")
         self.embed_dim = int(self.app.models["recognition"].output_shape[-1])
 
-    def analyze(self, image: np.ndarray, embed: bool = True, min_face: float = 0.0) -> list[Face]:
-        # min_face is not used: SCRFD runs at one fixed input size whatever the faces' size.
+    def analyze(self, image: np.ndarray, embed: bool = True, min_face: float = 0.0,
+                near: float = 0.0) -> list[Face]:
+        # min_face and near are not used: SCRFD runs at one fixed input size whatever the faces' size.
         # Detected on a copy whose longer side is at most cfg.max_side; detection only, since
         # FaceAnalysis.get would also embed each face, one run per face and from that copy.
         h, w = image.shape[:2]
