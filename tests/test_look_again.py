@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from worker.config import PER_FRAME, load_config
+from worker.faces.hog_levels import levels_to_skip
 from worker.item.pipeline import Engine
 from worker.media.video import iter_frames, probe_video
 from worker.stages.analyse import analyse_video, look_again
@@ -74,6 +75,8 @@ def test_faces_measured_between_detections_are_measured_as_the_per_frame_path_do
         assert c.face.quality_parts == pytest.approx(same[0].quality_parts, rel=1e-6)
         differed += abs(before[(c.face.frame, c.face.track)] / c.face.quality - 1) > 0.01
     assert len(given) >= len(asked) - 1 and differed  # the follow's figures were off
+    # measured by the search of the faces' scales alone (worker.faces.hog_levels), as the whole one
+    assert min(levels_to_skip(float(min(c.face.bbox[2:] - c.face.bbox[:2])), 1) for c in given) >= 2
 
 
 @pytest.mark.slow
