@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 from pathlib import Path
+from unittest import mock
 
 import cv2
 import numpy as np
@@ -12,6 +13,7 @@ import numpy as np
 from refstar.align import estimate_affine, warp_face
 from refstar.degradations import DegradationParams, degrade
 from worker.config import load_config
+from worker.media import video
 from worker.media.video import VideoRewriter, iter_frames, probe_video
 from worker.records import Frame
 
@@ -52,16 +54,34 @@ def degrade_regions(image: np.ndarray, boxes: np.ndarray, params: DegradationPar
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
+def reproducible_x264():
+    """A context in which the worker's x264 encodes are the same bytes run after run: x264's
+    macroblock tree off. With it on, this x264 encodes the same frames differently from run to
+    run (up to 24 levels apart after a few frames, with one thread as with many; without it, or
+    without x264's assembly, bit-identical), so the suite's degraded clips differed, the fast
+    analysis took other references, and a clip's gain moved by up to 0.3 dB between two runs of
+    the same code."""
+    options = video._encoder_options
+
+    def set_options(ctx, name: str, crf: int) -> None:
+        options(ctx, name, crf)
+        if name == "libx264":
+            ctx.options = {**dict(ctx.options), "x264-params": "mbtree=0"}
+
+    return mock.patch.object(video, "_encoder_options", set_options)
+
+
 def make_degraded(clip: Path, out_dir: Path, frames: int, strengths: list[str], analyzer) -> tuple[dict, list[int], int]:
     """The first ``frames`` frames of ``clip`` once per strength, the face regions of every third
     frame degraded (faces found by ``analyzer`` on the clean frame); encoded nearly losslessly
-    (x264 CRF 12) with the audio copied. Returns ({strength: path}, degraded frame indices,
-    faces degraded per strength)."""
+    (x264 CRF 12, ``reproducible_x264``) with the audio copied. Returns ({strength: path},
+    degraded frame indices, faces degraded per strength)."""
     cfg = load_config(None, ["output.crf=12", "output.video_codec=libx264"])
     info = probe_video(clip, cfg.limits)
     paths = {s: out_dir / f"{clip.stem}.{s}.mp4" for s in strengths}
     bad, n_faces = [], 0
     with ExitStack() as stack:
+        stack.enter_context(reproducible_x264())
         writers = {s: stack.enter_context(VideoRewriter(clip, p, info, cfg.output)) for s, p in paths.items()}
         for f in iter_frames(clip, info):
             if f.index >= frames:

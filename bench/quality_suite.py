@@ -43,7 +43,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import real_data_root  # noqa: E402
-from bench._suite_media import STRENGTHS, before_after, make_degraded  # noqa: E402
+from bench._suite_media import STRENGTHS, before_after, make_degraded, reproducible_x264  # noqa: E402
 from bench._suite_report import clip_rows, photo_rows, print_tables, render_html  # noqa: E402
 from refstar.prior import seen_by_prior  # noqa: E402
 from worker.config import load_config  # noqa: E402
@@ -214,6 +214,7 @@ def main() -> None:
     result = {"machine": _machine(), "frames": args.frames, "strengths": args.strengths,
               "runs": runs, "sets": args.set, "clips": [], "photos": {}}
     memo = {} if args.no_share else share_adaptation()
+    reproducible_x264().start()  # the restored videos too: the figures repeat run after run
     for clip in clips:
         memo.clear()  # a clip's nets are not kept past it
         row = run_clip(clip, runs, args, out / clip.stem, engines, analyzer)
