@@ -9,9 +9,11 @@ levels here from the same dlib calls gives the full run's level images bit for b
 detector run on level ``skip`` (upsample 0) scores the same windows. Its boxes come back
 rounded at that level's scale; the feature-grid window behind each is recovered (one level
 stretches by 1.2, so rounding cannot make two windows agree) and mapped as the full run maps
-it. Measured against full runs on every 10th of 150 frames of the 21 dev clips: 324 of 324
-faces at the same box and score (``levels_to_skip``'s margin of 3); a 220 px face of a 512 px
-frame in 0.03 s instead of 0.11 s on one core.
+it. Measured against full runs on every 10th of 150 frames of the 21 dev clips
+(``bench/check_hog_levels.py``): 323 of 323 faces at the same box and score with
+``levels_to_skip``'s margin of 3; a 220 px face of a 512 px frame in 0.03 s instead of 0.11 s
+on one core. NMS runs on the levels searched only, so a face the full search drops for a
+smaller, higher-scoring box inside it would be found here (not seen on the dev clips).
 """
 
 from __future__ import annotations

@@ -143,9 +143,10 @@ def _quick_min_face(tracker: Tracker, index: int) -> float:
 def look_again(path: str, info: VideoInfo, analyzer: Callable[[], FaceAnalyzer],
                cfg: Config) -> Callable[[list[Face]], list[Candidate]]:
     """Measures faces found between detections again as the per-frame path does: their frames
-    decoded again (``frames_at``), the detector run on the whole frame at the scales that can hold
-    them (the boxes and scores of a full search: ``worker.faces.hog_levels``), each face measured
-    from the detection it overlaps (quality and pose set in place; its landmarks, used for pasting, stay).
+    decoded again (``frames_at``), the detector run on the whole frame at the scales that can
+    hold them (the boxes and scores of a full search: ``worker.faces.hog_levels``), each face
+    measured from the detection it overlaps (quality and pose set in place; its landmarks, used
+    for pasting, stay).
     Returns them as reference candidates with those crops; a face the detector misses there is
     left out. ``analyzer`` is called once, when there is work."""
 
@@ -170,7 +171,7 @@ def look_again(path: str, info: VideoInfo, analyzer: Callable[[], FaceAnalyzer],
 
 def _measure_again(model: FaceAnalyzer, image: np.ndarray, faces: list[Face], cfg: Config) -> list[Candidate]:
     # only the scales that can hold these faces are searched: the boxes and scores of the whole
-    # search at a third of its cost or less (worker.faces.hog_levels)
+    # search, for a face of 200 px at about a third of its cost (worker.faces.hog_levels)
     near = min(min(f.bbox[2] - f.bbox[0], f.bbox[3] - f.bbox[1]) for f in faces)
     found = model.analyze(image, embed=False, near=float(near))
     boxes = np.stack([f.bbox for f in found]) if found else np.zeros((0, 4), np.float32)
