@@ -135,9 +135,13 @@ def _quick_min_face(tracker: Tracker, index: int) -> float:
     """The smallest box side (px) a quick detection of frame ``index`` must find: a little under
     the smallest tracked face's; 0 (look for every size) when nobody is tracked."""
     _, boxes = tracker.active_boxes(index)
-    if not len(boxes):
-        return 0.0
-    return QUICK_SHRINK * float(np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]).min())
+    return QUICK_SHRINK * _smallest_side(boxes) if len(boxes) else 0.0
+
+
+def _smallest_side(boxes: np.ndarray) -> float:
+    """The shorter side (px) of the smallest of ``boxes`` ((N >= 1, 4) x1, y1, x2, y2 px)."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    return float(np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]).min())
 
 
 def look_again(path: str, info: VideoInfo, analyzer: Callable[[], FaceAnalyzer],
@@ -172,8 +176,7 @@ def look_again(path: str, info: VideoInfo, analyzer: Callable[[], FaceAnalyzer],
 def _measure_again(model: FaceAnalyzer, image: np.ndarray, faces: list[Face], cfg: Config) -> list[Candidate]:
     # only the scales that can hold these faces are searched: the boxes and scores of the whole
     # search, for a face of 200 px at about a third of its cost (worker.faces.hog_levels)
-    near = min(min(f.bbox[2] - f.bbox[0], f.bbox[3] - f.bbox[1]) for f in faces)
-    found = model.analyze(image, embed=False, near=float(near))
+    found = model.analyze(image, embed=False, near=_smallest_side(np.stack([f.bbox for f in faces])))
     boxes = np.stack([f.bbox for f in found]) if found else np.zeros((0, 4), np.float32)
     out = []
     for face in faces:
