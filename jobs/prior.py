@@ -98,15 +98,22 @@ def extract(data: Path, parts: dict[str, list[str]], out: Path, per_clip: int, m
     return counts
 
 
-def train(faces: Path, run: Path, budget_s: float, steps: int, seed: int) -> dict:
-    """``refstar train`` on the crops with the prior's recipe; returns the final metrics."""
+def train(faces: Path, run: Path, budget_s: float, steps: int, seed: int, *,
+          init: str | None = None, lr: float = 1e-3, no_ref: float = 0.1, clean: float = 0.0) -> dict:
+    """``refstar train`` on the crops with the prior's recipe; returns the final metrics.
+    ``init``: a checkpoint to continue from (``prior``: the shipped one) instead of a new net."""
+    from refstar.prior import NAME, prior_path
     from refstar.training.dataset import PRIOR_RANGES, FacePairs, PairConfig
     from refstar.training.loop import TrainConfig, Trainer, build_net
 
-    pair = PairConfig(size=128, ranges=PRIOR_RANGES, seed=seed)
-    cfg = TrainConfig(max_steps=steps, time_budget_s=budget_s, batch_size=8, lr=1e-3,
+    if init == NAME:
+        if prior_path() is None:
+            raise SystemExit("error: --init prior: this installation ships no face prior")
+        init = str(prior_path())
+    pair = PairConfig(size=128, ranges=PRIOR_RANGES, seed=seed, no_ref_prob=no_ref, clean_prob=clean)
+    cfg = TrainConfig(max_steps=steps, time_budget_s=budget_s, batch_size=8, lr=lr,
                       ckpt_every=500, num_workers=1, seed=seed, log_every=50, w_cycle=0.0)
-    trainer = Trainer(build_net("adapt", 128, None, seed), FacePairs.from_folder(faces, pair, aligned=True),
+    trainer = Trainer(build_net("adapt", 128, init, seed), FacePairs.from_folder(faces, pair, aligned=True),
                       cfg, run, log=lambda line: log.info("%s", line))
     if trainer.resume():
         log.info("resumed at step %d", trainer.step)
@@ -136,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-clip", type=int, default=60, help="frames taken per training clip")
     ap.add_argument("--min-face", type=int, default=96, help="smallest face box side kept, px")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", metavar="CKPT", help="continue from this checkpoint ('prior': the shipped one)")
+    ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (cosine decay over the budget)")
+    ap.add_argument("--no-ref", type=float, default=0.1, metavar="P", help="share of samples without a reference")
+    ap.add_argument("--clean", type=float, default=0.0, metavar="P", help="share of samples left undegraded")
     ap.add_argument("--install", action="store_true", help="copy the result to refstar/weights/face_prior")
     ap.add_argument("--install-only", action="store_true",
                     help="install the run's latest checkpoint as it is (an interrupted run), no training")
@@ -158,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.install_only:
         print(f"installed {install(run, {'split': record, 'command': command})}")
         return 0
-    metrics = train(faces, run, args.time_budget, args.steps, args.seed)
+    metrics = train(faces, run, args.time_budget, args.steps, args.seed, init=args.init, lr=args.lr,
+                    no_ref=args.no_ref, clean=args.clean)
     record = {"split": record, "extract_s": round(t_extract, 1), "metrics": metrics, "command": command}
     (run / "record.json").write_text(json.dumps(record, indent=1) + "\n")
     if args.install:

@@ -56,6 +56,7 @@ def adapt_report(
     w_mask: float = 0.0,
     ranges: DegradationRanges = ADAPT_RANGES,
     pre: PreRestore | None = None,
+    clean: float = 0.0,
     device: str = "auto",
     log: Callable[[str], None] | None = None,
 ) -> tuple[RefSTARNet, AdaptResult]:
@@ -80,7 +81,8 @@ def adapt_report(
     if native_size and native_size > size:
         work = -(-int(native_size) // net.cfg.multiple) * net.cfg.multiple
     data = FacePairs(crops, PairConfig(size=work, patch=size if work > size else None,
-                                       ranges=ranges, seed=seed, length=4 * n), pre=pre)
+                                       ranges=ranges, seed=seed, length=4 * n,
+                                       clean_prob=clean), pre=pre)
     tcfg = TrainConfig(max_steps=steps, time_budget_s=time_budget_s, batch_size=batch_size,
                        lr=lr, warmup_steps=min(20, max(1, steps // 10)), ema_decay=0.99,
                        log_every=max(1, steps // 10), device=device, seed=seed, w_mask=w_mask,

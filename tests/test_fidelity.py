@@ -61,6 +61,7 @@ def test_fidelity_zero_leaves_every_pixel():
     ("output.crf=-5", r"output.crf: -5 is out of range \(allowed: \[0, 51\]\)"),
     ("detect.stride=0", r"detect.stride: 0 is out of range \(allowed: >= 1\)"),
     ("restore.adapt_steps=0", "restore.adapt_steps: 0 is out of range"),
+    ("restore.adapt_clean=1.2", r"restore.adapt_clean: 1.2 is out of range \(allowed: \[0.0, 1.0\]\)"),
 ])
 def test_out_of_range_values_name_the_key_and_the_range(override, words):
     with pytest.raises(ConfigError, match=words):

@@ -133,6 +133,7 @@ def test_guide_restores_with_guided_then_the_net_adapted_to_refine_it(tmp_path):
     assert res.status == alone.status == "ok", (res.errors, alone.errors)
     r = json.loads((Path(res.output) / "manifest.json").read_text())["restorer"]
     assert r["name"] == "refstar" and r["adapted"] and r["guide"] is True and r["steps"] == 150
+    assert r["clean"] == 0.0  # restore.adapt_clean: every adaptation sample degraded
     before = _face_psnr(_decoded(src), scene, range(6, 12))
     guided = _face_psnr(_decoded(Path(alone.output) / "restored.mp4"), scene, range(6, 12))
     both = _face_psnr(_decoded(Path(res.output) / "restored.mp4"), scene, range(6, 12))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from jobs.prior import install, split
+from jobs.prior import install, split, train
 from refstar import checkpoint as ckpt
 from refstar.networks import NetConfig, RefSTARNet
 
@@ -63,3 +63,20 @@ def test_checkpoint_prior_names_the_installed_prior_or_says_there_is_none(tmp_pa
     assert restorer_checkpoint(r) == str(tmp_path / "face_prior")
     assert refstar.prior.seen_by_prior() == {"a.mp4"}
     assert restorer_checkpoint(load_config(None, ["restorer=guided", "restore.checkpoint=prior"]).restore) == ""
+
+
+def test_training_can_continue_from_a_checkpoint(tmp_path):
+    """``--init``: the run starts from the given net (here a tiny one), not a new ``adapt`` net."""
+    import cv2
+    import numpy as np
+
+    net = RefSTARNet(NetConfig.preset("tiny"))
+    ckpt.save_checkpoint(tmp_path / "init", net, config=net.cfg.to_dict(), step=7, extra={"train_size": 128})
+    rng = np.random.default_rng(0)
+    for person in ("ann", "bob"):
+        (tmp_path / "faces" / person).mkdir(parents=True)
+        for k in range(2):
+            cv2.imwrite(str(tmp_path / "faces" / person / f"{k}.png"), rng.integers(0, 255, (128, 128, 3), np.uint8))
+    train(tmp_path / "faces", tmp_path / "run", budget_s=600, steps=1, seed=0, init=str(tmp_path / "init"), clean=0.5)
+    trained, _ = ckpt.load_net(tmp_path / "run", "cpu")
+    assert trained.cfg == net.cfg

@@ -139,6 +139,9 @@ class RestoreConfig:
     # false: the net restores the degraded face itself
     guide: bool = True
     adapt_crops_per_track: int = 24  # sharpest crops kept per track for adaptation
+    # refstar, adapting: share of samples whose face is not degraded (the net learns to leave a
+    # face that lost nothing as it is); 0 = every sample degraded
+    adapt_clean: float = 0.0
     strength: float = 1.0  # guided: how much reference detail is transferred, 0..1
     # every restorer: 0 = leave every face exactly as it is, 1 = the restorer's full result;
     # between, the restored face is blended with the input (input + fidelity x change)
@@ -273,7 +276,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "restore.crop_size": (64, 2048), "restore.batch_size": (1, None), "restore.min_face_px": (0, None),
     "restore.adapt_steps": (1, None), "restore.adapt_time_s": (0.0, None),
     "restore.adapt_size": (32, 1024), "restore.adapt_crops_per_track": (2, None),
-    "restore.strength": (0.0, 1.0), "restore.fidelity": (0.0, 1.0),
+    "restore.strength": (0.0, 1.0), "restore.fidelity": (0.0, 1.0), "restore.adapt_clean": (0.0, 1.0),
     "paste.feather": (0.0, 0.5),
     "output.crf": (0, 51), "output.jpeg_quality": (1, 100), "output.report_faces": (0, None),
 }

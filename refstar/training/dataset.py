@@ -65,6 +65,9 @@ class PairConfig:
     jitter: float = 0.02  # max translation (fraction of size) and scale change of the affine
     jitter_deg: float = 3.0  # max rotation, degrees
     no_ref_prob: float = 0.1  # samples without reference (zeros, mask 0): one net serves both
+    # samples whose input is the ground truth itself: a face with nothing lost must come out as
+    # it went in (a net that never sees one changes sharp faces by its own error)
+    clean_prob: float = 0.0
     length: int | None = None  # samples per epoch; None = one per crop
     seed: int = 0
 
@@ -231,6 +234,8 @@ class FacePairs(Dataset):
             side = c.patch
         params = sample_params(rng, c.ranges)
         has_ref = bool(rng.random() >= c.no_ref_prob)
+        if c.clean_prob and rng.random() < c.clean_prob:
+            params = DegradationParams(seed=params.seed)
         if self.pre is None:
             gt, ref, mask = cut(gt), cut(ref), cut(mask)
             lq = degrade(np.ascontiguousarray(gt), params)

@@ -134,3 +134,19 @@ def test_a_net_adapted_to_refine_guided_beats_guided_alone(clip_crops):
     # same without the reference 19.81 (19.76 to 20.22)
     assert score(out.image) > score(alone.image) + 2.0, (score(alone.image), score(out.image))
     assert score(out.image) > score(both.restore(x, None).image) + 2.0
+
+
+def test_clean_samples_teach_the_net_to_leave_a_sharp_face_as_it_is(clip_crops):
+    """``clean`` (restore.adapt_clean): a share of samples whose input is the face itself. The
+    same steps without them leave the net sharpening faces that lost nothing."""
+    train = [c for i, c in enumerate(clip_crops) if i % 3 != 2]
+    held = [c for i, c in enumerate(clip_crops) if i % 3 == 2]
+
+    def on_sharp(clean: float) -> float:
+        net, _ = adapt_report({0: train}, preset="tiny", size=S, steps=60, batch_size=4, lr=3e-3,
+                              clean=clean, device="cpu")
+        out = tensor_to_bgr(RefSTARRestorer(net, device="cpu").restore(bgr_to_tensor(held), None).image)
+        return float(np.mean([psnr(o, c) for o, c in zip(out, held, strict=True)]))
+
+    without, with_clean = on_sharp(0.0), on_sharp(0.5)
+    assert with_clean > without + 5.0, (without, with_clean)  # measured 29.35 -> 44.77 dB

@@ -46,6 +46,15 @@ def test_sample_contents(crops):
     assert not torch.equal(s["lq"], s["gt"])
 
 
+def test_clean_samples_give_the_ground_truth_itself_as_input(crops):
+    ds = FacePairs(crops, PairConfig(size=S, clean_prob=0.5, seed=2))
+    clean = [i for i in range(len(ds)) if torch.equal(ds[i]["lq"], ds[i]["gt"])]
+    assert 0 < len(clean) < len(ds)  # some left as they are, the others degraded
+    assert all(ds[i]["params"] == DegradationParams(seed=ds[i]["params"].seed) for i in clean)
+    degraded = FacePairs(crops, PairConfig(size=S, seed=2))
+    assert not any(torch.equal(degraded[i]["lq"], degraded[i]["gt"]) for i in range(len(degraded)))
+
+
 def test_reference_is_another_crop_of_the_same_person(crops):
     cfg = PairConfig(size=S, flip_prob=0.0, jitter=0.0, jitter_deg=0.0, no_ref_prob=0.0)
     ds = FacePairs(crops, cfg)

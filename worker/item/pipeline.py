@@ -143,7 +143,7 @@ def adapt_net(crops_by_identity: dict[int, list[np.ndarray]], cfg: Config):
                 crops_by_identity, preset=r.adapt_preset, steps=r.adapt_steps,
                 time_budget_s=r.adapt_time_s, init=restorer_checkpoint(r) or None,
                 size=r.adapt_size, native_size=side if r.native else None, pre=pre,
-                device=r.device, ranges=ranges,
+                clean=r.adapt_clean, device=r.device, ranges=ranges,
                 log=(lambda line: print(f"adapt: {line}", file=sys.stderr, flush=True)) if cfg.progress else None)
     except ValueError as e:  # no person with two usable crops
         fallback = "refstar" if r.checkpoint and not r.guide else "guided"
@@ -155,7 +155,7 @@ def adapt_net(crops_by_identity: dict[int, list[np.ndarray]], cfg: Config):
         then = ", refining guided's result" if r.guide else ""
         print(f"adapt: {why}; restoring at {rep.work_size} px{then}", file=sys.stderr, flush=True)
     return net, {"name": "refstar", "adapted": True, "init": r.checkpoint or None,
-                 "work_size": rep.work_size, "guide": r.guide,
+                 "work_size": rep.work_size, "guide": r.guide, "clean": r.adapt_clean,
                  "steps": rep.steps, "max_steps": rep.max_steps, "stopped": rep.stopped,
                  "stop_reason": why, "seconds": round(rep.seconds, 1),
                  "identities": rep.identities, "crops": rep.crops,
