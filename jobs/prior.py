@@ -107,9 +107,10 @@ def train(faces: Path, run: Path, budget_s: float, steps: int, seed: int, *,
     from refstar.training.loop import TrainConfig, Trainer, build_net
 
     if init == NAME:
-        if prior_path() is None:
+        shipped = prior_path()
+        if shipped is None:
             raise SystemExit("error: --init prior: this installation ships no face prior")
-        init = str(prior_path())
+        init = str(shipped)
     pair = PairConfig(size=128, ranges=PRIOR_RANGES, seed=seed, no_ref_prob=no_ref, clean_prob=clean)
     cfg = TrainConfig(max_steps=steps, time_budget_s=budget_s, batch_size=8, lr=lr,
                       ckpt_every=500, num_workers=1, seed=seed, log_every=50, w_cycle=0.0)
