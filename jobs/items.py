@@ -18,6 +18,7 @@ from worker.errors import MediaError
 from worker.item.analysis_cache import reuse
 from worker.item.layout import Layout
 from worker.item.lifecycle import Started
+from worker.models import restorer_info
 from worker.outputs.report import WHOLE, ReportSamples
 from worker.records import ItemResult
 
@@ -230,7 +231,7 @@ def start_item(pools, item: archive.ArchiveItem, cfg: Config, layout: Layout, wo
     iid, out_root = archive.item_id(item, cfg), layout.out_root
     final_dir = layout.final_dir(iid)
     result = ItemResult(item_id=iid, source=item.uri, kind=item.kind, output=final_dir)
-    result.restorer = {"name": cfg.restore.restorer}
+    result.restorer = restorer_info(cfg.restore)
     sweep_staging(out_root, iid)
     out_dir = staging_uri(out_root, iid)  # actors write the restored media here (a shared folder or S3)
     st = Started(item.uri, cfg, result, out_dir, final_dir, work=tmp, layout=layout)

@@ -78,9 +78,10 @@ def resolve_device(device: str) -> torch.device:
 
 
 def make_restorer(
-    name: str, *, device: str = "auto", checkpoint: str = "", strength: float = 1.0
+    name: str, *, device: str = "auto", checkpoint: str = "", strength: float = 1.0, blind: str = "none"
 ) -> Restorer:
-    """Build the restorer named in ``RestoreConfig.restorer``.
+    """Build the restorer named in ``RestoreConfig.restorer``; ``blind="prior"``: guided's faces
+    with no reference that lost most of their detail get the shipped prior's (``refstar.blind``).
 
     Raises ValueError for an unknown name and ModelError when a model or the device cannot be used.
     """
@@ -90,7 +91,18 @@ def make_restorer(
     if name == "guided":
         from refstar.guided import GuidedRestorer
 
-        return GuidedRestorer(strength=strength)
+        guided = GuidedRestorer(strength=strength)
+        if blind != "prior":
+            return guided
+        from refstar.blind import PriorFinish
+        from refstar.prior import prior_path
+        from refstar.refstar_restorer import RefSTARRestorer
+
+        path = prior_path()
+        if path is None:
+            raise ModelError("restore.blind=prior needs the face prior shipped in the package, and this "
+                             "installation has none (refstar/weights/face_prior); use restore.blind=none")
+        return PriorFinish(guided, RefSTARRestorer.from_checkpoint(str(path), device=device))
     if name == "refstar":
         if not checkpoint:
             raise ModelError(

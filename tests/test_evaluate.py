@@ -184,7 +184,7 @@ def test_cli_scores_a_worker_output_folder_with_its_references(clips, tmp_path, 
     deg, guided = r["candidates"]
     assert {"label", "path", "media", "restorer", "timings", "references", "faces", "psnr", "ssim",
             "identity_gt", "identity_ref", "flicker", "flicker_ratio", "gain", "per_face"} <= set(guided)
-    assert guided["restorer"] == {"name": "guided"} and guided["timings"]["total"] > 0
+    assert guided["restorer"] == {"name": "guided", "blind": "prior"} and guided["timings"]["total"] > 0
     assert guided["media"].endswith("restored.mp4")
     assert (guided["references"], deg["references"]) == ("own", "--refs")
     assert guided["identity_ref_faces"] == N and guided["identity_ref"] > 0.9

@@ -112,6 +112,7 @@ def test_guide_restores_with_guided_then_the_net_adapted_to_refine_it(tmp_path):
     the item falls back to guided."""
     import torch
 
+    from refstar.blind import PriorFinish
     from refstar.guided import GuidedRestorer
     from refstar.refstar_restorer import GuidedThenNet
     from tests.test_pipeline_video import _decoded, _face_psnr
@@ -144,8 +145,9 @@ def test_guide_restores_with_guided_then_the_net_adapted_to_refine_it(tmp_path):
 
     cfg = load_config(None, base + ["restorer=refstar", "restore.guide=true"])
     net, info = adapt_net({0: [np.zeros((64, 64, 3), np.uint8)]}, cfg)  # no pair to learn from
-    assert net is None and info["name"] == "guided" and not info["adapted"]
-    assert isinstance(item_restorer_from(net, info, cfg.restore), GuidedRestorer)
+    assert net is None and info["name"] == "guided" and info["blind"] == "prior" and not info["adapted"]
+    fallback = item_restorer_from(net, info, cfg.restore)  # guided, the prior on blurred faces with no reference
+    assert isinstance(fallback, PriorFinish) and isinstance(fallback.inner, GuidedRestorer)
     rng = np.random.default_rng(0)
     crops = {0: [rng.integers(0, 255, (64, 64, 3), np.uint8) for _ in range(3)]}
     net, info = adapt_net(crops, load_config(None, base + ["restorer=refstar", "restore.guide=true",

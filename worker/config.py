@@ -143,6 +143,9 @@ class RestoreConfig:
     # face that lost nothing as it is); 0 = every sample degraded
     adapt_clean: float = 0.0
     strength: float = 1.0  # guided: how much reference detail is transferred, 0..1
+    # guided: a face given no reference whose edges look blurred past a few px of the crop gets
+    # the shipped face prior's detail on top ("prior", refstar/blind.py); "none": guided alone
+    blind: str = "prior"
     # every restorer: 0 = leave every face exactly as it is, 1 = the restorer's full result;
     # between, the restored face is blended with the input (input + fidelity x change)
     fidelity: float = 1.0
@@ -287,6 +290,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "restore.restorer": ("none", "guided", "refstar"),
     "restore.device": ("auto", "cpu", "cuda", r"cuda:\d+"),
     "restore.adapt_preset": ("tiny", "adapt", "small", "base"),
+    "restore.blind": ("prior", "none"),
     "detect.backend": ("dlib", "insightface"),
     "detect.dlib_detector": ("hog", "cnn"),
     "output.layout": ("items", "mirror"),

@@ -82,3 +82,18 @@ def restorer_checkpoint(r) -> str:
     """The local checkpoint the restorer of ``r`` (a RestoreConfig) reads: "" when it reads
     none (every restorer but refstar, or refstar training from scratch)."""
     return local_checkpoint(r.checkpoint) if r.restorer == "refstar" else ""
+
+
+def restorer_info(r, name: str | None = None) -> dict:
+    """What the manifest says of the restorer ``name`` (default ``r.restorer``) built from ``r``
+    (a RestoreConfig) by :func:`shared_restorer`."""
+    name = name or r.restorer
+    return {"name": name, "blind": r.blind} if name == "guided" and r.blind != "none" else {"name": name}
+
+
+def shared_restorer(r):
+    """The restorer ``r`` (a RestoreConfig) names, as every item without adaptation uses it."""
+    from refstar.restorer import make_restorer
+
+    return make_restorer(r.restorer, device=r.device, checkpoint=restorer_checkpoint(r),
+                         strength=r.strength, blind=r.blind)

@@ -154,15 +154,12 @@ class RestoreWorker(_Actor):
         self.metrics = _Metrics()
 
     def _restorer(self, cfg: Config):
-        from refstar.restorer import make_restorer
-        from worker.models import restorer_checkpoint
+        from worker.models import shared_restorer
 
         r = cfg.restore
-        key = (r.restorer, r.device, r.checkpoint, r.strength)
+        key = (r.restorer, r.device, r.checkpoint, r.strength, r.blind)
         if key not in self._restorers:
-            self._restorers[key] = make_restorer(r.restorer, device=r.device,
-                                                 checkpoint=restorer_checkpoint(r),
-                                                 strength=r.strength)
+            self._restorers[key] = shared_restorer(r)
         return self._restorers[key]
 
     def _stage_for(self, item: str, cfg: Config, adapted: tuple | None = None):

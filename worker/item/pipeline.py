@@ -11,7 +11,7 @@ import logging
 import shutil
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ from worker.item.lifecycle import Started, finish_item
 from worker.item.litter import sweep_partials, work_dir
 from worker.item.publish import staging_uri, sweep_staging
 from worker.item.staging import is_folder, item_id, item_kind, stage_input
-from worker.models import restorer_checkpoint
+from worker.models import restorer_checkpoint, restorer_info, shared_restorer
 from worker.records import Face, Identity, ItemError, ItemResult
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,6 @@ class Engine:
     :meth:`item_restorer`, adapted to that item's own faces."""
 
     def __init__(self, cfg: Config):
-        from refstar.restorer import make_restorer
         from worker.faces.base import make_analyzer
         from worker.memory import pin_mmap_threshold
 
@@ -51,8 +50,7 @@ class Engine:
         checkpoint = restorer_checkpoint(r)  # an s3:// one is fetched once
         if self.adapting and checkpoint and not Path(checkpoint).expanduser().exists():
             raise ModelError(f"RefSTAR checkpoint not found: {r.checkpoint}")
-        self.restorer = None if self.adapting else make_restorer(
-            r.restorer, device=r.device, checkpoint=checkpoint, strength=r.strength)
+        self.restorer = None if self.adapting else shared_restorer(r)
         from worker.collection.library import library_for
 
         library_for(self.cfg)  # read (and checked) once, before the first item
@@ -67,7 +65,7 @@ class Engine:
         the checkpoint, or to ``guided``, when no person has two crops)."""
         r = self.cfg.restore
         if not self.adapting:
-            result.restorer = {"name": self.restorer.name}
+            result.restorer = restorer_info(r)
             return self.restorer
         t = time.monotonic()
         crops, counts = adaptation_set(crops_by_identity, identities, r)
@@ -147,7 +145,7 @@ def adapt_net(crops_by_identity: dict[int, list[np.ndarray]], cfg: Config):
                 log=(lambda line: print(f"adapt: {line}", file=sys.stderr, flush=True)) if cfg.progress else None)
     except ValueError as e:  # no person with two usable crops
         fallback = "refstar" if r.checkpoint and not r.guide else "guided"
-        return None, {"name": fallback, "adapted": False, "why": str(e)}
+        return None, {**restorer_info(r, fallback), "adapted": False, "why": str(e)}
     why = adapt_stop_line(rep.steps, rep.max_steps, rep.stopped, rep.seconds, r.adapt_time_s)
     if rep.stopped == "time":
         log.warning("adaptation %s", why)
@@ -174,11 +172,8 @@ def adapt_stop_line(steps: int, max_steps: int, stopped: str, seconds: float,
 
 def item_restorer_from(net, info: dict, r):
     """The ``Restorer`` for an item from :func:`adapt_net`'s answer (``r``: RestoreConfig)."""
-    from refstar.restorer import make_restorer
-
     if net is None:
-        return make_restorer(info["name"], device=r.device, checkpoint=restorer_checkpoint(r),
-                             strength=r.strength)
+        return shared_restorer(replace(r, restorer=info["name"]))
     from refstar.refstar_restorer import GuidedThenNet, RefSTARRestorer
 
     restorer = RefSTARRestorer(net, work_size=info.get("work_size") or net.cfg.size, device=r.device)
