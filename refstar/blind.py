@@ -15,7 +15,6 @@ unchanged (0.9819 / 0.9403 at x4 / x8). README, "Faces with no reference".
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -70,8 +69,7 @@ class PriorFinish:
     def pick_reference(self, lq: torch.Tensor, refs: torch.Tensor) -> int:
         return self.inner.pick_reference(lq, refs)
 
-    def restore(self, lq: torch.Tensor, ref: torch.Tensor | None,
-                ref_ids: Sequence[Hashable] | None = None) -> Restored:
+    def restore(self, lq: torch.Tensor, ref: torch.Tensor | None) -> Restored:
         from refstar.guided import _luma, edge_blur
 
         first = self.inner.restore(lq, ref)
