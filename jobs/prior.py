@@ -102,15 +102,16 @@ def train(faces: Path, run: Path, budget_s: float, steps: int, seed: int, *,
           init: str | None = None, lr: float = 1e-3, no_ref: float = 0.1, clean: float = 0.0) -> dict:
     """``refstar train`` on the crops with the prior's recipe; returns the final metrics.
     ``init``: a checkpoint to continue from (``prior``: the shipped one) instead of a new net."""
-    from refstar.prior import NAME, prior_path
+    from refstar.errors import ModelError
+    from refstar.prior import NAME, require_prior
     from refstar.training.dataset import PRIOR_RANGES, FacePairs, PairConfig
     from refstar.training.loop import TrainConfig, Trainer, build_net
 
     if init == NAME:
-        shipped = prior_path()
-        if shipped is None:
-            raise SystemExit("error: --init prior: this installation ships no face prior")
-        init = str(shipped)
+        try:
+            init = str(require_prior("--init prior", "give a checkpoint path"))
+        except ModelError as e:
+            raise SystemExit(f"error: {e}") from None
     pair = PairConfig(size=128, ranges=PRIOR_RANGES, seed=seed, no_ref_prob=no_ref, clean_prob=clean)
     cfg = TrainConfig(max_steps=steps, time_budget_s=budget_s, batch_size=8, lr=lr,
                       ckpt_every=500, num_workers=1, seed=seed, log_every=50, w_cycle=0.0)

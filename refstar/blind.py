@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from refstar.degradations import DegradationParams
+from refstar.degradations_torch import blur_torch
 from refstar.restorer import Restored, has_reference
 
 # Edge blur (``guided.edge_blur``), share of the crop side: none of the prior's change below the
@@ -30,23 +31,6 @@ RAMP = (4.5 / 512, 6.0 / 512)
 # The prior's change is kept above a Gaussian of LOCK x the edge blur: 0.5 -> x8 +0.20 dB (worst
 # clip +0.05); 0.75 -> +0.24 (worst +0.01); 1.0 -> +0.24 (worst -0.08).
 LOCK = 0.5
-
-
-def _gauss(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of [B, C, H, W], reflect-padded."""
-    k = int(sigma * 3) * 2 + 1
-    t = torch.arange(k, dtype=x.dtype, device=x.device) - k // 2
-    g = torch.exp(-t * t / (2 * sigma * sigma))
-    g = g / g.sum()
-    c = x.shape[1]
-    pad = min(k // 2, x.shape[-1] - 1)
-    x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-    if pad < k // 2:  # a kernel wider than the crop: crop it to what reflect padding allows
-        g = g[k // 2 - pad: k // 2 + pad + 1]
-        g = g / g.sum()
-        k = 2 * pad + 1
-    x = F.conv2d(x, g.view(1, 1, 1, k).repeat(c, 1, 1, 1), groups=c)
-    return F.conv2d(x, g.view(1, 1, k, 1).repeat(c, 1, 1, 1), groups=c)
 
 
 def prior_weight(blur_share: float) -> float:
@@ -75,23 +59,22 @@ class PriorFinish:
         first = self.inner.restore(lq, ref)
         image = first.image.clamp(0, 1)
         side = lq.shape[-1]
-        rows, blurs = [], []
+        picked = []  # (row, edge blur px, weight) of the faces the prior finishes
         for i, given in enumerate(has_reference(ref, lq.shape[0])):
             if given:
                 continue
-            rgb = lq[i].permute(1, 2, 0).detach().float().cpu().numpy()
-            b = edge_blur(_luma(rgb))
-            if prior_weight(b / side) > 0:
-                rows.append(i)
-                blurs.append(b)
-        if not rows:
+            b = edge_blur(_luma(lq[i].permute(1, 2, 0).detach().float().cpu().numpy()))
+            if (w := prior_weight(b / side)) > 0:
+                picked.append((i, b, w))
+        if not picked:
             return Restored(image=image, mask=first.mask)
+        rows = [i for i, _, _ in picked]
         base = image[rows]
         change = self.prior.restore(base, None).image.to(base) - base
         out = image.clone()
-        for j, (i, b) in enumerate(zip(rows, blurs, strict=True)):
+        for j, (i, b, w) in enumerate(picked):
             ch = change[j: j + 1]
-            ch = ch - _gauss(ch, max(LOCK * b, 1.0))
-            out[i] = (base[j: j + 1] + prior_weight(b / side) * ch)[0].clamp(0, 1)
-        self.finished += len(rows)
+            ch = ch - blur_torch(ch, DegradationParams(blur_sigma=max(LOCK * b, 1.0)))
+            out[i] = (base[j] + w * ch[0]).clamp(0, 1)
+        self.finished += len(picked)
         return Restored(image=out, mask=first.mask)

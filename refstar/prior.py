@@ -19,6 +19,17 @@ def prior_path() -> Path | None:
     return PRIOR_DIR if (PRIOR_DIR / "meta.json").is_file() else None
 
 
+def require_prior(setting: str, instead: str) -> Path:
+    """The shipped checkpoint folder; a ModelError naming ``setting`` (what asked for it) and
+    ``instead`` (what to do) when this installation has none."""
+    from refstar.errors import ModelError
+
+    found = prior_path()
+    if found is None:
+        raise ModelError(f"{setting}: this installation has no face prior (refstar/weights/face_prior); {instead}")
+    return found
+
+
 def seen_by_prior() -> set[str]:
     """File names (``clip.mp4``, ``img1.jpg``) the shipped prior was trained on."""
     f = PRIOR_DIR / "split.json"

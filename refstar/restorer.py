@@ -95,13 +95,10 @@ def make_restorer(
         if blind != "prior":
             return guided
         from refstar.blind import PriorFinish
-        from refstar.prior import prior_path
+        from refstar.prior import require_prior
         from refstar.refstar_restorer import RefSTARRestorer
 
-        path = prior_path()
-        if path is None:
-            raise ModelError("restore.blind=prior needs the face prior shipped in the package, and this "
-                             "installation has none (refstar/weights/face_prior); use restore.blind=none")
+        path = require_prior("restore.blind=prior", "use restore.blind=none")
         return PriorFinish(guided, RefSTARRestorer.from_checkpoint(str(path), device=device))
     if name == "refstar":
         if not checkpoint:

@@ -44,14 +44,10 @@ def _checkpoint_objects(uri: str) -> list[tuple[str, int, str]]:
 def local_checkpoint(path: str) -> str:
     """A local path for ``path``: the shipped face prior for ``prior``, the cached copy for an
     ``s3://`` one, else ``path`` unchanged."""
-    from refstar.prior import NAME, prior_path
+    from refstar.prior import NAME, require_prior
 
     if path == NAME:
-        found = prior_path()
-        if found is None:
-            raise ModelError("restore.checkpoint=prior: this installation has no face prior "
-                             "(refstar/weights/face_prior); give a checkpoint, or '' to train from scratch")
-        return str(found)
+        return str(require_prior("restore.checkpoint=prior", "give a checkpoint, or '' to train from scratch"))
     if not path or not storage.is_s3(path):
         return path
     try:

@@ -47,10 +47,11 @@ class Engine:
                                          self.analyzer.track_max_embed_dist)
         r = cfg.restore
         self.adapting = r.adapts
-        checkpoint = restorer_checkpoint(r)  # an s3:// one is fetched once
-        if self.adapting and checkpoint and not Path(checkpoint).expanduser().exists():
-            raise ModelError(f"RefSTAR checkpoint not found: {r.checkpoint}")
-        self.restorer = None if self.adapting else shared_restorer(r)
+        if self.adapting:
+            checkpoint = restorer_checkpoint(r)  # an s3:// one is fetched once
+            if checkpoint and not Path(checkpoint).expanduser().exists():
+                raise ModelError(f"RefSTAR checkpoint not found: {r.checkpoint}")
+        self.restorer = None if self.adapting else shared_restorer(r)  # reads its checkpoint itself
         from worker.collection.library import library_for
 
         library_for(self.cfg)  # read (and checked) once, before the first item
