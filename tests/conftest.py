@@ -41,6 +41,22 @@ def real_data() -> Path:
     return root
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread_per_test_process():
+    """One torch intra-op thread and one OpenCV thread in each test module: the suite runs as two
+    processes on CI's 2 cores (beside Ray's actors), the tensors are small, and on such a shared
+    machine OpenMP's spin-waiting made two torch threads 25-100x slower. Restored afterwards."""
+    import cv2
+    import torch
+
+    n, m = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    yield
+    torch.set_num_threads(n)
+    cv2.setNumThreads(m)
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """A real local Ray of 2 CPUs, the size of CI and of a small laptop, for one test module."""

@@ -4,6 +4,7 @@ are ranked on the same figures whichever analysis settings found them."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 
 import numpy as np
@@ -22,14 +23,21 @@ from worker.synthetic import FaceScene, write_video
 FAST = ["detect.stride=5", "track.embed_every=10", "detect.thorough_every=3"]  # the defaults, spelled out
 
 
-def _plan(path, sets, again: bool, frames=None):
+def _analyse(path, sets, frames=None, engine=None):
+    engine = engine or Engine(load_config(None, ["progress=false", *sets]))
+    info = probe_video(str(path), engine.cfg.limits)
+    decoded = itertools.islice(iter_frames(str(path), info), frames) if frames else None
+    return analyse_video(str(path), info, engine.analyzer, engine.cfg, decoded)
+
+
+def _plan(path, sets, again: bool, frames=None, analysis=None):
     """Analysis, people and the faces looked at again (each as the analysis measured it: frame,
-    track, quality) and the candidates that gave."""
+    track, quality) and the candidates that gave. ``analysis``: one ``_analyse`` made with the
+    same settings (planning changes it: pass a copy to plan twice)."""
     engine = Engine(load_config(None, ["progress=false", *sets]))
     cfg = engine.cfg
     info = probe_video(str(path), cfg.limits)
-    decoded = itertools.islice(iter_frames(str(path), info), frames) if frames else None
-    a = analyse_video(str(path), info, engine.analyzer, cfg, decoded)
+    a = analysis or _analyse(path, sets, frames, engine)
     asked, given = [], []
 
     def spy(faces):
@@ -128,12 +136,13 @@ def test_a_reference_s_neighbours_are_measured_again(real_data, monkeypatch):
     _, ref, _, _ = _plan(path, list(PER_FRAME), again=True, frames=150)
     per_frame = [sorted(r.frame for r in i.references) for i in ref]
     assert 46 in per_frame[0] and 48 not in per_frame[0]
-    a, fast, asked, _ = _plan(path, FAST, again=True, frames=150)
+    unplanned = _analyse(path, FAST, frames=150)
+    a, fast, asked, _ = _plan(path, FAST, again=True, analysis=copy.deepcopy(unplanned))
     assert [sorted(r.frame for r in i.references) for i in fast] == per_frame
     assert (46, 0) in {(f, t) for f, t, _ in asked}
     # the look-again budget plus the neighbours' allowance, far under the 150 frames
     cap = max(LOOK_AGAIN_MAX, round(LOOK_AGAIN_SHARE * a.detector_frames))
     assert len(asked) <= cap + max(8, round(plan.NEIGHBOUR_COST * a.detector_frames)) < 150 // 2
     monkeypatch.setattr(plan, "NEIGHBOUR_FRAMES", 0)
-    _, without, _, _ = _plan(path, FAST, again=True, frames=150)
+    _, without, _, _ = _plan(path, FAST, again=True, analysis=unplanned)
     assert [sorted(r.frame for r in i.references) for i in without] != per_frame

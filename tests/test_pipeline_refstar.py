@@ -16,20 +16,12 @@ pytestmark = pytest.mark.slow
 
 
 def test_video_restored_by_refstar_adapted_on_its_own_faces(tmp_path):
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: two threads only spin against each other here
-    try:
-        src = tmp_path / "clip.mp4"
-        write_video(FaceScene(persons=("t1_2",), size=(320, 256), face_px=110), src, 18,
-                    degrade=range(6, 12))
-        cfg = load_config(None, ["progress=false", "restore.crop_size=256", "restorer=refstar",
-                                 "restore.adapt_preset=tiny", "restore.adapt_steps=12", "restore.checkpoint=",
-                                 "restore.adapt_size=64"])
-        res = restore_item(src, str(tmp_path / "out"), cfg)
-    finally:
-        torch.set_num_threads(threads)
+    src = tmp_path / "clip.mp4"
+    write_video(FaceScene(persons=("t1_2",), size=(320, 256), face_px=110), src, 18, degrade=range(6, 12))
+    cfg = load_config(None, ["progress=false", "restore.crop_size=256", "restorer=refstar",
+                             "restore.adapt_preset=tiny", "restore.adapt_steps=12", "restore.checkpoint=",
+                             "restore.adapt_size=64"])
+    res = restore_item(src, str(tmp_path / "out"), cfg)
     assert res.status == "ok", res.errors
     m = json.loads((Path(res.output) / "manifest.json").read_text())
     r = m["restorer"]
@@ -69,7 +61,6 @@ def test_native_adaptation_learns_and_restores_at_the_faces_own_side(tmp_path):
     by the pixel as the face moves, so the analysis cache must store crops of several sides),
     and the net restores at the item's median face side, recorded in the manifest; a restore
     that reuses ``refstar analyse``'s analysis adapts on the same crops, to the same net."""
-    import torch
 
     from refstar.align import native_side
     from tests.outputs import item_dirs
@@ -83,16 +74,11 @@ def test_native_adaptation_learns_and_restores_at_the_faces_own_side(tmp_path):
     sets = [f"--set={kv}" for kv in (
         "restore.crop_size=256", "restorer=refstar", "restore.adapt_preset=tiny", "restore.adapt_steps=6",
         "restore.checkpoint=", "restore.adapt_size=64", "restore.native=true", "output.crf=0")]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main(["analyse", str(src), "-o", str(tmp_path / "out"), "-q", *sets]) == 0
-        with np.load(next((tmp_path / "out" / "_analysis").glob("*/arrays.npz"))) as z:
-            sides = sorted({int(z[k].shape[-3]) for k in z.files if k.startswith("adapt")})
-        assert main(["restore", str(src), "-o", str(tmp_path / "out"), "-q", *sets]) == 0
-        assert main(["restore", str(src), "-o", str(tmp_path / "fresh"), "-q", *sets]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert main(["analyse", str(src), "-o", str(tmp_path / "out"), "-q", *sets]) == 0
+    with np.load(next((tmp_path / "out" / "_analysis").glob("*/arrays.npz"))) as z:
+        sides = sorted({int(z[k].shape[-3]) for k in z.files if k.startswith("adapt")})
+    assert main(["restore", str(src), "-o", str(tmp_path / "out"), "-q", *sets]) == 0
+    assert main(["restore", str(src), "-o", str(tmp_path / "fresh"), "-q", *sets]) == 0
     (done,), (fresh,) = item_dirs(tmp_path / "out"), item_dirs(tmp_path / "fresh")
     m = json.loads((done / "manifest.json").read_text())
     assert m["counts"]["analysis_reused"] == 1 and m["status"] == "ok"
@@ -110,7 +96,6 @@ def test_guide_restores_with_guided_then_the_net_adapted_to_refine_it(tmp_path):
     """restore.guide: adaptation teaches the net to refine guided's result and the item is
     restored by both: the degraded faces keep guided's gain. Without two sharp crops of anyone
     the item falls back to guided."""
-    import torch
 
     from refstar.blind import PriorFinish
     from refstar.guided import GuidedRestorer
@@ -122,23 +107,18 @@ def test_guide_restores_with_guided_then_the_net_adapted_to_refine_it(tmp_path):
     src = tmp_path / "clip.mp4"
     write_video(scene, src, 18, degrade=range(6, 12))
     base = ["progress=false", "restore.crop_size=256", "restore.adapt_preset=tiny",
-            "restore.adapt_steps=150", "restore.checkpoint=", "restore.adapt_size=64", "restore.native=true",
+            "restore.adapt_steps=50", "restore.checkpoint=", "restore.adapt_size=64", "restore.native=true",
             "output.crf=0"]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        res = restore_item(src, str(tmp_path / "g"), load_config(None, base + ["restorer=refstar", "restore.guide=true"]))
-        alone = restore_item(src, str(tmp_path / "a"), load_config(None, base + ["restorer=guided"]))
-    finally:
-        torch.set_num_threads(threads)
+    res = restore_item(src, str(tmp_path / "g"), load_config(None, base + ["restorer=refstar", "restore.guide=true"]))
+    alone = restore_item(src, str(tmp_path / "a"), load_config(None, base + ["restorer=guided"]))
     assert res.status == alone.status == "ok", (res.errors, alone.errors)
     r = json.loads((Path(res.output) / "manifest.json").read_text())["restorer"]
-    assert r["name"] == "refstar" and r["adapted"] and r["guide"] is True and r["steps"] == 150
+    assert r["name"] == "refstar" and r["adapted"] and r["guide"] is True and r["steps"] == 50
     assert r["clean"] == 0.0  # restore.adapt_clean: every adaptation sample degraded
     before = _face_psnr(_decoded(src), scene, range(6, 12))
     guided = _face_psnr(_decoded(Path(alone.output) / "restored.mp4"), scene, range(6, 12))
     both = _face_psnr(_decoded(Path(res.output) / "restored.mp4"), scene, range(6, 12))
-    # degraded 25.92 dB, guided 31.73, both 31.66; the same net without guide 27.37, and
+    # degraded 25.92 dB, guided 31.72, both 31.62 (31.66 after 150 steps); the same net without guide 27.37, and
     # guide without references 25.96: here guided's pass leaves the tiny net little to mend
     # (on heavier damage it mends a lot: tests/refstar/test_adapt.py), but it must keep it
     assert both > before + 4.5 and both > guided - 0.3, (before, guided, both)

@@ -82,12 +82,12 @@ def test_pools_that_do_not_fit_side_by_side_take_turns(cluster, inputs, tmp_path
 def test_a_pool_that_cannot_be_placed_stops_the_job_with_its_reason(cluster, inputs, tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["--input", str(inputs), "--output", str(out), "--set", "progress=false",
-            "--restore-gpus", "1", "--placement-timeout", "40"]  # analysis actors must start within it, beside the other test process
+            "--restore-gpus", "1", "--placement-timeout", "30"]  # analysis actors must start within it, beside the other test process
     assert main(argv) == 1
     summary = json.loads(capsys.readouterr().out)
     assert (summary["items"], summary["failed"], summary["done"]) == (2, 2, 0)
     first, second = summary["results"]
-    reason = "no restore actor was placed and started in 40 s: each asks for {CPU: 1, GPU: 1}, the cluster has {CPU: 2}"
+    reason = "no restore actor was placed and started in 30 s: each asks for {CPU: 1, GPU: 1}, the cluster has {CPU: 2}"
     assert any(reason in e for e in first["errors"]), first
     assert any(e.startswith(f"{second['uri']}: not run: {reason}") for e in second["errors"]), second
     assert not [u for u, _, _ in storage.list(str(out)) if u.endswith("/_DONE")]
