@@ -92,9 +92,10 @@ def _restore_video(pools, cfg, iid, src, uri, out_dir, work, result, on_restore,
     done = fan_out(pools.restore, "restore_segment", calls, per, on_result=lambda k, r: progress.update(1))
     progress.done()
     for part in done:
-        for frame, k, ref in part.restored:
-            by_frame[frame][k].restored = True
-            by_frame[frame][k].reference = ref  # the restore stage's choice (nearest look)
+        for frame, k, ref, prior in part.restored:
+            face = by_frame[frame][k]
+            face.restored, face.prior = True, prior
+            face.reference = ref  # the restore stage's choice (nearest look)
         for frame, k, before, after in part.samples:
             if k == WHOLE:
                 samples.keep_frame(frame, "", before, after)
@@ -186,9 +187,9 @@ def _restore_album(pools, cfg, iid, root, names, uri_of, out_dir, result, book, 
             storage.upload_file(root / name, storage.join(out_dir, "restored", name))
             continue
         restored, pairs = out
-        for k, ref in restored:
-            book.by_file[name][k].restored = True
-            book.by_file[name][k].reference = ref
+        for k, ref, prior in restored:
+            face = book.by_file[name][k]
+            face.restored, face.reference, face.prior = True, ref, prior
         for k, before, after in pairs:
             if k == WHOLE:
                 samples.keep_frame(0, name, before, after)

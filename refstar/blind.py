@@ -43,6 +43,7 @@ class PriorFinish:
     """``Restorer``: ``inner``'s result, then, on faces given no reference whose edges look
     blurred past ``RAMP``, the change ``prior`` (a ``RefSTARRestorer`` of the shipped prior)
     makes to it, above ``LOCK`` x the blur. Faces with a reference are ``inner``'s alone.
+    ``Restored.prior`` says how much of the prior's change each face got (0: none);
     ``finished``: faces the prior changed so far (tests and benchmarks read it)."""
 
     def __init__(self, inner: Any, prior: Any):
@@ -58,6 +59,7 @@ class PriorFinish:
 
         first = self.inner.restore(lq, ref)
         image = first.image.clamp(0, 1)
+        weights = torch.zeros(lq.shape[0])
         side = lq.shape[-1]
         picked = []  # (row, edge blur px, weight) of the faces the prior finishes
         for i, given in enumerate(has_reference(ref, lq.shape[0])):
@@ -67,7 +69,7 @@ class PriorFinish:
             if (w := prior_weight(b / side)) > 0:
                 picked.append((i, b, w))
         if not picked:
-            return Restored(image=image, mask=first.mask)
+            return Restored(image=image, mask=first.mask, prior=weights)
         rows = [i for i, _, _ in picked]
         base = image[rows]
         change = self.prior.restore(base, None).image.to(base) - base
@@ -76,5 +78,6 @@ class PriorFinish:
             ch = change[j: j + 1]
             ch = ch - blur_torch(ch, DegradationParams(blur_sigma=max(LOCK * b, 1.0)))
             out[i] = (base[j] + w * ch[0]).clamp(0, 1)
+            weights[i] = w
         self.finished += len(picked)
-        return Restored(image=out, mask=first.mask)
+        return Restored(image=out, mask=first.mask, prior=weights)

@@ -23,6 +23,9 @@ class Restored:
 
     image: torch.Tensor  # [B, 3, S, S] float32 RGB 0..1, restored crops
     mask: torch.Tensor  # [B, 1, S, S] float32 0..1, where the reference was used (RefSel mask)
+    # [B] float32 0..1: the share of the face prior's detail each face was given with no
+    # reference (refstar.blind); None when the restorer has no such stage
+    prior: torch.Tensor | None = None
 
 
 @runtime_checkable

@@ -48,6 +48,7 @@ class Face:
     pitch: float = 0.0  # approximate head pitch from landmarks, degrees (+ = looking down)
     reference: str | None = None  # Reference.ref_id used to restore it
     restored: bool = False
+    prior: float = 0.0  # share (0..1) of the face prior's detail it was given, having no reference (refstar.blind)
     skipped: str | None = None  # why it was left untouched ("too_small", "not_a_face", ...)
 
     @property

@@ -50,22 +50,28 @@ def test_heavily_degraded_faces_with_no_reference_get_the_prior_s_detail(faces):
     assert isinstance(blind, PriorFinish) and blind.name == "guided"
     lq = bgr_to_tensor(faces["x8"])
     alone = tensor_to_bgr(GuidedRestorer().restore(lq, None).image)
-    both = tensor_to_bgr(blind.restore(lq, None).image)
+    res = blind.restore(lq, None)
+    both = tensor_to_bgr(res.image)
     before, guided, after = (_psnr(x, faces["clean"]) for x in (faces["x8"], alone, both))
     # input 25.31 dB, guided 25.31, guided + prior 25.40
     assert after > guided + 0.05 and after > before + 0.05, (before, guided, after)
     assert blind.finished == len(faces["x8"])
+    assert res.prior.shape == (len(faces["x8"]),) and bool((res.prior > 0).all()) and float(res.prior.max()) <= 1
 
 
 def test_faces_that_kept_their_detail_or_have_a_reference_stay_guided_s(faces):
     blind = make_restorer("guided", blind="prior", device="cpu")
     guided = GuidedRestorer()
     mild = bgr_to_tensor(faces["x2"])
-    assert np.array_equal(np.stack(tensor_to_bgr(blind.restore(mild, None).image)),
+    res = blind.restore(mild, None)
+    assert np.array_equal(np.stack(tensor_to_bgr(res.image)),
                           np.stack(tensor_to_bgr(guided.restore(mild, None).image)))
+    assert not res.prior.any()
     lq, ref = bgr_to_tensor(faces["x8"][:2]), bgr_to_tensor(faces["clean"][1:3])
-    assert np.array_equal(np.stack(tensor_to_bgr(blind.restore(lq, ref).image)),
+    res = blind.restore(lq, ref)
+    assert np.array_equal(np.stack(tensor_to_bgr(res.image)),
                           np.stack(tensor_to_bgr(guided.restore(lq, ref).image)))
+    assert not res.prior.any()
     assert blind.finished == 0
     assert prior_weight(0.0) == 0.0 and prior_weight(1.0) == 1.0
 
@@ -75,3 +81,30 @@ def test_the_blind_key_is_checked_and_none_leaves_guided_alone():
     with pytest.raises(ConfigError, match="restore.blind"):
         load_config(None, ["restore.blind=gan"])
     assert isinstance(make_restorer("guided", blind="none"), GuidedRestorer)
+
+
+def test_an_album_says_which_faces_the_prior_gave_its_detail(tmp_path):
+    """A photo of one person blurred at x8 and another left sharp, nobody else: neither face has
+    a reference; the manifest records the share of the prior's detail each was given (the blurred
+    one all of it, the sharp one none), the counts and the report page say so."""
+    import json
+    from pathlib import Path
+
+    import cv2
+
+    from worker.item.pipeline import restore_item
+
+    album = tmp_path / "album"
+    album.mkdir()
+    for name, person, p in (("blurred.png", "t1_2", X8), ("sharp.png", "hanks", None)):
+        frame = FaceScene(persons=(person,), size=(360, 320), face_px=200).render(0)
+        cv2.imwrite(str(album / name), degrade(frame, p) if p else frame)
+    res = restore_item(album, str(tmp_path / "out"), load_config(None, ["progress=false"]))
+    assert res.status == "ok", res.errors
+    m = json.loads((Path(res.output) / "manifest.json").read_text())
+    given = {f["source"]: f["prior"] for f in m["faces"] if f["restored"] and f["reference"] is None}
+    assert given == {"blurred.png": 1.0, "sharp.png": 0.0}, m["faces"]
+    assert m["counts"]["faces_prior"] == 1
+    page = (Path(res.output) / "report.html").read_text()
+    assert "1 with no reference given some of the face prior's detail" in page
+    assert "without a reference, with 100% of the face prior's detail" in page

@@ -217,9 +217,10 @@ class RestoreWorker(_Actor):
 
     @_carry_errors
     def restore_image(self, cfg: Config, item: str, src: str, uri: str, faces: list[Face], refs: dict,
-                      dst_uri: str, want: set, adapted: tuple | None = None) -> tuple[list[tuple[int, str | None]], list]:
+                      dst_uri: str, want: set, adapted: tuple | None = None) -> tuple[list[tuple[int, str | None, float]], list]:
         """Restore one album image into ``dst_uri``; returns the positions of restored faces
-        with the reference each was restored with, and the report samples ``(position, before, after)`` (position ``WHOLE``: the image).
+        with the reference each was restored with and the share of the face prior's detail it
+        was given, and the report samples ``(position, before, after)`` (position ``WHOLE``: the image).
         MediaError on unreadable/unwritable."""
         from worker.item.album_item import restore_image
         from worker.outputs.report import WHOLE, frame_views, thumbnails
@@ -244,7 +245,7 @@ class RestoreWorker(_Actor):
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         self.metrics.faces.inc(sum(f.restored for f in faces))
-        return [(k, f.reference) for k, f in enumerate(faces) if f.restored], samples
+        return [(k, f.reference, f.prior) for k, f in enumerate(faces) if f.restored], samples
 
 
 class CombinedWorker(AnalysisWorker, RestoreWorker):

@@ -254,6 +254,7 @@ def count_faces(faces: list[Face], identities: list[Identity]) -> dict[str, int]
         "faces": len(faces),
         "faces_restored": sum(f.restored for f in faces),
         "faces_with_reference": sum(f.restored and f.reference is not None for f in faces),
+        "faces_prior": sum(f.restored and f.prior > 0 for f in faces),  # restore.blind: the face prior's detail
         "faces_too_small": sum(f.skipped == "too_small" for f in faces),
         "faces_unconfirmed": sum(f.skipped == "unconfirmed" for f in faces),
         "faces_not_faces": sum(f.skipped == "not_a_face" for f in faces),

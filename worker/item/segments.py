@@ -173,8 +173,9 @@ class SegmentRestored:
 
     segment: Segment
     path: str
-    # the faces restored: (frame, position in frame, the reference the restore stage chose)
-    restored: list[tuple[int, int, str | None]] = field(default_factory=list)
+    # the faces restored: (frame, position in frame, the reference the restore stage chose, the
+    # share of the face prior's detail it was given)
+    restored: list[tuple[int, int, str | None, float]] = field(default_factory=list)
     # report views (frame, face position or WHOLE, before, after)
     samples: list[tuple[int, int, np.ndarray, np.ndarray]] = field(default_factory=list)
 
@@ -204,5 +205,5 @@ def restore_segment(src: str, info: VideoInfo, seg: Segment, faces: list[Face],
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
     with VideoRewriter(src, dst, replace(info, has_audio=False), cfg) as writer:
         restore_stream(iter_segment(src, info, seg), by_frame, refs, stage, writer.write, sink, whole=whole)
-    out.restored = [(*pos[id(f)], f.reference) for fs in by_frame.values() for f in fs if f.restored]
+    out.restored = [(*pos[id(f)], f.reference, f.prior) for fs in by_frame.values() for f in fs if f.restored]
     return out

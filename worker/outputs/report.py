@@ -34,7 +34,8 @@ def face_record(face: Face) -> dict:
         "bbox": [_r(v, 1) for v in face.bbox], "det_score": _r(face.det_score, 3),
         "detected": face.detected, "track": face.track, "identity": face.identity,
         "quality": _r(face.quality, 3), "yaw": _r(face.yaw, 1), "pitch": _r(face.pitch, 1),
-        "reference": face.reference, "restored": face.restored, "skipped": face.skipped,
+        "reference": face.reference, "restored": face.restored, "prior": _r(face.prior, 2),
+        "skipped": face.skipped,
     }
 
 

@@ -109,6 +109,9 @@ def summary_line(m: dict) -> str:
             f"restored")
     if c.get("faces_with_reference") is not None:
         line += f", {c['faces_with_reference']} of them with a reference"
+    if c.get("faces_prior"):
+        line += (f", {c['faces_prior']} with no reference given some of the face prior's detail "
+                 f"(too blurred for the restorer alone)")
     left = [f"{c[k]} {why}" for k, why in LEFT_AS_THEY_WERE.items() if c.get(k)]
     if left:
         line += f"; left as they were: {', '.join(left)}"
@@ -146,7 +149,8 @@ def _person_section(title: str, person: Identity | None, pairs: list, fps: float
         for face, before, after in pairs:
             where = e(face.source) if face.source else when(face.frame, fps)
             how = (f"with reference #{e(face.reference.rsplit('/', 1)[-1])}" if face.reference
-                   else "without a reference")
+                   else "without a reference" + (f", with {face.prior:.0%} of the face prior's detail"
+                                                  if face.prior > 0 else ""))
             out.append(f"<figure class=pair data-zoom><div class=imgs>"
                        f"<div class=lab>{img_tag(before, alt='before')}<span>before</span></div>"
                        f"<div class=lab>{img_tag(after, alt='after')}<span>after</span></div></div>"

@@ -112,7 +112,11 @@ class FaceRestoreStage:
                 lq = bgr_to_tensor([jobs[j][3] for j in chunk])
                 ref = (torch.cat([self._ref_tensor(refs[jobs[j][1].reference]) for j in chunk])
                        if with_ref else None)
-                out = restorer.restore(lq, ref).image
+                res = restorer.restore(lq, ref)
+                out = res.image
+                if res.prior is not None:
+                    for j, w in zip(chunk, res.prior.tolist(), strict=True):
+                        jobs[j][1].prior = w
                 if fidelity < 1:
                     out = lq + fidelity * (out - lq)
                 self.calls += 1
