@@ -37,7 +37,7 @@ def _plan(path, sets, again: bool, frames=None, analysis=None):
     engine = Engine(load_config(None, ["progress=false", *sets]))
     cfg = engine.cfg
     info = probe_video(str(path), cfg.limits)
-    a = analysis or _analyse(path, sets, frames, engine)
+    a = analysis if analysis is not None else _analyse(path, sets, frames, engine)
     asked, given = [], []
 
     def spy(faces):
