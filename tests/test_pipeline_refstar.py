@@ -61,7 +61,6 @@ def test_native_adaptation_learns_and_restores_at_the_faces_own_side(tmp_path):
     by the pixel as the face moves, so the analysis cache must store crops of several sides),
     and the net restores at the item's median face side, recorded in the manifest; a restore
     that reuses ``refstar analyse``'s analysis adapts on the same crops, to the same net."""
-
     from refstar.align import native_side
     from tests.outputs import item_dirs
     from worker.cli import main
@@ -96,7 +95,6 @@ def test_guide_restores_with_guided_then_the_net_adapted_to_refine_it(tmp_path):
     """restore.guide: adaptation teaches the net to refine guided's result and the item is
     restored by both: the degraded faces keep guided's gain. Without two sharp crops of anyone
     the item falls back to guided."""
-
     from refstar.blind import PriorFinish
     from refstar.guided import GuidedRestorer
     from refstar.refstar_restorer import GuidedThenNet
@@ -118,9 +116,10 @@ def test_guide_restores_with_guided_then_the_net_adapted_to_refine_it(tmp_path):
     before = _face_psnr(_decoded(src), scene, range(6, 12))
     guided = _face_psnr(_decoded(Path(alone.output) / "restored.mp4"), scene, range(6, 12))
     both = _face_psnr(_decoded(Path(res.output) / "restored.mp4"), scene, range(6, 12))
-    # degraded 25.92 dB, guided 31.72, both 31.62 (31.66 after 150 steps); the same net without guide 27.37, and
-    # guide without references 25.96: here guided's pass leaves the tiny net little to mend
-    # (on heavier damage it mends a lot: tests/refstar/test_adapt.py), but it must keep it
+    # degraded 25.92 dB, guided 31.72, both 31.62 (31.66 after 150 steps); the same net without
+    # guide 27.37, and guide without references 25.96: here guided's pass leaves the tiny net
+    # little to mend (on heavier damage it mends a lot: tests/refstar/test_adapt.py), but it
+    # must keep it
     assert both > before + 4.5 and both > guided - 0.3, (before, guided, both)
 
     cfg = load_config(None, base + ["restorer=refstar", "restore.guide=true"])

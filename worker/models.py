@@ -84,7 +84,7 @@ def restorer_info(r, name: str | None = None) -> dict:
     """What the manifest says of the restorer ``name`` (default ``r.restorer``) built from ``r``
     (a RestoreConfig) by :func:`shared_restorer`."""
     name = name or r.restorer
-    return {"name": name, "blind": r.blind} if name == "guided" and r.blind != "none" else {"name": name}
+    return {"name": name, "blind": r.blind} if name == "guided" and r.blind == "prior" else {"name": name}
 
 
 def shared_restorer(r):
